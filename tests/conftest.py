@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny real-class SD models, built once per session (a model is never mutated by a test
+that shares it without restoring it; tests that need a private copy call build_tiny_model themselves)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_trainer.testing import TINY_ARCHS, build_tiny_model
+
+_cache: dict = {}
+
+
+def tiny_model(arch: str):
+    if arch not in _cache:
+        _cache[arch] = build_tiny_model(arch)
+    return _cache[arch]
+
+
+@pytest.fixture(params=TINY_ARCHS)
+def any_tiny_model(request):
+    return request.param, tiny_model(request.param)
