@@ -26,12 +26,14 @@ TINY_CLIP_TEXT_CONFIG = dict(
 )
 
 
-def tiny_clip_text_dir(hidden_size: int = 32, layers: int = 3) -> Path:
-    """A folder `CLIPTokenizer/CLIPTextModel.from_pretrained` accept, offline (what ldm's FrozenCLIPEmbedder loads)."""
+def tiny_clip_text_dir(hidden_size: int = 32, layers: int = 3, heads: int = 4, intermediate: int = 0) -> Path:
+    """A folder `CLIPTokenizer/CLIPTextModel.from_pretrained` accept, offline (what ldm's FrozenCLIPEmbedder loads).
+
+    The defaults are tiny; (768, 12, 12, 3072) is CLIP ViT-L/14's text tower (SD1, SDXL TE1) for benchmarks."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    config = dict(TINY_CLIP_TEXT_CONFIG, hidden_size=hidden_size, num_hidden_layers=layers,
-                  intermediate_size=hidden_size * 2, projection_dim=hidden_size)
+    config = dict(TINY_CLIP_TEXT_CONFIG, hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=intermediate or hidden_size * 2, projection_dim=hidden_size)
     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     folder = tiny_cache_dir() / f"clip-text-{key}"
     if (folder / "config.json").exists() and (folder / "merges.txt").exists():

@@ -13,16 +13,16 @@ from torch import nn
 
 from .randomize import randomize_
 from .text_encoders import register_tiny_open_clip, tiny_clip_text_dir
-from .tiny_sd import TINY_VAE_DDCONFIG
+from .tiny_sd import FULL_VAE_DDCONFIG, TINY_VAE_DDCONFIG
 
 SDXL_TINY = dict(
     model_channels=32, channel_mult=[1, 2, 2], num_head_channels=16, transformer_depth=[0, 1, 2],
-    te1_width=32, te1_layers=3, te2_width=32, te2_layers=3, te2_heads=4, vae=TINY_VAE_DDCONFIG,
+    te1_width=32, te1_layers=3, te1_heads=4, te2_width=32, te2_layers=3, te2_heads=4, vae=TINY_VAE_DDCONFIG,
 )
 SDXL_FULL = dict(  # sd_xl_base.yaml
     model_channels=320, channel_mult=[1, 2, 4], num_head_channels=64, transformer_depth=[0, 2, 10],
-    te1_width=768, te1_layers=12, te2_width=1280, te2_layers=32, te2_heads=20,
-    vae=dict(TINY_VAE_DDCONFIG, resolution=256, ch=128, ch_mult=[1, 2, 4, 4], num_res_blocks=2),
+    te1_width=768, te1_layers=12, te1_heads=12, te2_width=1280, te2_layers=32, te2_heads=20,
+    vae=FULL_VAE_DDCONFIG,
 )
 SIZE_EMBED_DIM = 256
 
@@ -40,7 +40,8 @@ class TinyDiffusionEngine(nn.Module):
         )
         from .sgm_layout import OpenAIWrapper, UNetModel
 
-        te1 = FrozenCLIPEmbedder(str(tiny_clip_text_dir(cfg["te1_width"], cfg["te1_layers"])),
+        te1_dir = tiny_clip_text_dir(cfg["te1_width"], cfg["te1_layers"], cfg["te1_heads"], cfg["te1_width"] * 4)
+        te1 = FrozenCLIPEmbedder(str(te1_dir),
                                  layer="hidden", layer_idx=cfg["te1_layers"] - 1)
         arch = register_tiny_open_clip(f"lora-trainer-sdxl-te2-{cfg['te2_width']}-{cfg['te2_layers']}",
                                        width=cfg["te2_width"], layers=cfg["te2_layers"], heads=cfg["te2_heads"],
