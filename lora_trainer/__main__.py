@@ -16,10 +16,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m lora_trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
+    # import only the command asked for (the dataset check must not pay for importing torch)
+    chosen = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    for name in chosen:
+        module_name, help_text = COMMANDS[name]
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
