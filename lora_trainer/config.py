@@ -17,6 +17,7 @@ SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_wi
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 LOSS_TYPES = ("l2", "huber")
+HUBER_SCHEDULES = ("snr", "exponential", "constant")
 _NAME_RE = re.compile(r"^[^/\\:*?\"<>|\x00-\x1f]+$")
 
 
@@ -80,6 +81,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     loss_type: str = "l2"
     huber_c: float = 0.1
+    huber_schedule: str = "snr"  # kohya's default: c shrinks as noise grows
     min_snr_gamma: float = 0.0  # 0 = off; 5 is the paper's value
     noise_offset: float = 0.0
     min_timestep: int = 0
@@ -139,9 +141,11 @@ class TrainConfig:
             raise ConfigError("cache_text_encoder_outputs", "cannot cache text-encoder outputs while training it")
         for fname, allowed in (("optimizer", OPTIMIZERS), ("lr_scheduler", SCHEDULERS),
                                ("mixed_precision", PRECISIONS), ("save_precision", SAVE_PRECISIONS),
-                               ("loss_type", LOSS_TYPES)):
+                               ("loss_type", LOSS_TYPES), ("huber_schedule", HUBER_SCHEDULES)):
             if getattr(self, fname) not in allowed:
                 raise ConfigError(fname, f"{getattr(self, fname)!r} is not one of {', '.join(allowed)}")
+        if self.loss_type == "huber" and not 0 < self.huber_c <= 1:
+            raise ConfigError("huber_c", f"must be in (0, 1] for the Huber loss, got {self.huber_c}")
         if not self.caption_extension.startswith("."):
             self.caption_extension = "." + self.caption_extension
         return self

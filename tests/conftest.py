@@ -4,8 +4,13 @@ that shares it without restoring it; tests that need a private copy call build_t
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lora_trainer.testing import TINY_ARCHS, build_tiny_model
+
+# One thread: the tiny models gain nothing from two, and OpenMP threads spin against any other busy process on a
+# 2-core machine (5-10x slowdowns were measured). Also makes results independent of the core count.
+torch.set_num_threads(1)
 
 _cache: dict = {}
 

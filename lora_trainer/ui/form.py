@@ -1,0 +1,255 @@
+"""The tab's fields and the mapping between their values and a TrainConfig. Pure Python: no gradio, no webui.
+
+`FIELDS` is the single list the tab builds its inputs from (in this order), docs/OPTIONS.md documents, and
+`values_to_config` reads back. Every TrainConfig field appears here exactly once (a test checks it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Optional
+
+from lora_trainer.config import (
+    HUBER_SCHEDULES,
+    LOSS_TYPES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SAVE_PRECISIONS,
+    SCHEDULERS,
+    ConfigError,
+    TrainConfig,
+)
+
+SECTIONS = ("dataset", "network", "training", "previews", "output")
+SCHEDULE_CHOICES = ("Epochs", "Steps")
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str  # a TrainConfig field, or one of UI_ONLY_DEFAULTS
+    label: str  # unique: the webui saves tab values in ui-config.json keyed by label
+    kind: str  # text | textarea | int | float | bool | choice | radio
+    section: str
+    info: str = ""
+    choices: tuple = ()
+    advanced: bool = False  # shown in the section's closed "Advanced" accordion
+
+
+UI_ONLY_DEFAULTS = {"schedule_by": "Epochs"}
+
+FIELDS: List[Field] = [
+    # 1) dataset
+    Field("train_dir", "Training images folder", "text", "dataset",
+          "kohya layout: FOLDER/10_name/*.png + .txt (10 = repeats per epoch). A flat folder of images works too."),
+    Field("reg_dir", "Regularisation images folder", "text", "dataset", "Optional; same layout (1_person/...)."),
+    Field("trigger_word", "Trigger word", "text", "dataset",
+          "Put in front of every caption that lacks it; also added by 'Send to txt2img'."),
+    Field("caption_extension", "Caption file extension", "text", "dataset"),
+    Field("shuffle_caption", "Shuffle caption tags", "bool", "dataset", advanced=True),
+    Field("keep_tokens", "Keep first N tags in place", "int", "dataset", "Tags never shuffled or dropped.",
+          advanced=True),
+    Field("caption_dropout_rate", "Caption dropout rate", "float", "dataset", "Chance to train an image with an "
+          "empty caption.", advanced=True),
+    Field("caption_tag_dropout_rate", "Tag dropout rate", "float", "dataset", advanced=True),
+    Field("caption_dropout_every_n_epochs", "Drop all captions every N epochs", "int", "dataset", "0 = never.",
+          advanced=True),
+    Field("flip_aug", "Random horizontal flip", "bool", "dataset", "Not for asymmetric subjects (text, logos).",
+          advanced=True),
+    Field("random_crop", "Random crop", "bool", "dataset", advanced=True),
+    Field("prior_loss_weight", "Regularisation loss weight", "float", "dataset", advanced=True),
+    # 2) network
+    Field("output_name", "LoRA name", "text", "network", "File name without extension; also the <lora:NAME> tag."),
+    Field("network_dim", "Rank (dim)", "int", "network", "Capacity: 8-32 for characters, 32-64 for styles."),
+    Field("network_alpha", "Alpha", "float", "network", "Strength scale = alpha / rank."),
+    Field("conv_dim", "Conv rank", "int", "network", "0 = attention layers only (LoRA); > 0 also ResNet convs "
+          "(LoCon)."),
+    Field("conv_alpha", "Conv alpha", "float", "network"),
+    Field("network_dropout", "Network dropout", "float", "network", "Dropout on the LoRA down projection.",
+          advanced=True),
+    Field("network_weights", "Start from LoRA file", "text", "network",
+          "Optional path to a .safetensors LoRA to continue training."),
+    Field("train_unet", "Train the UNet", "bool", "network", advanced=True),
+    Field("train_text_encoder", "Train the text encoder", "bool", "network", advanced=True),
+    # 3) training
+    Field("schedule_by", "Train for", "radio", "training", choices=SCHEDULE_CHOICES),
+    Field("max_train_epochs", "Epochs", "int", "training"),
+    Field("max_train_steps", "Steps", "int", "training", "Used when 'Train for' is Steps."),
+    Field("train_batch_size", "Batch size", "int", "training"),
+    Field("gradient_accumulation_steps", "Gradient accumulation steps", "int", "training", advanced=True),
+    Field("unet_lr", "UNet learning rate", "float", "training"),
+    Field("text_encoder_lr", "Text encoder learning rate", "float", "training"),
+    Field("optimizer", "Optimizer", "choice", "training", "8bit variants need bitsandbytes, Prodigy needs prodigyopt.",
+          choices=OPTIMIZERS),
+    Field("optimizer_args", "Optimizer arguments", "text", "training",
+          'Extra keyword arguments: weight_decay=0.01 betas=0.9,0.99 or JSON {"weight_decay": 0.01}.', advanced=True),
+    Field("lr_scheduler", "LR scheduler", "choice", "training", choices=SCHEDULERS),
+    Field("lr_warmup_steps", "Warmup steps", "float", "training", "Steps, or a fraction of all steps if below 1."),
+    Field("lr_scheduler_num_cycles", "Scheduler cycles", "int", "training", "For cosine_with_restarts.",
+          advanced=True),
+    Field("lr_scheduler_power", "Scheduler power", "float", "training", "For polynomial.", advanced=True),
+    Field("resolution", "Resolution", "int", "training", "0 = the model's native size (512 SD1/SD2, 768 SD2-v, "
+          "1024 SDXL)."),
+    Field("enable_bucket", "Aspect-ratio bucketing", "bool", "training"),
+    Field("min_bucket_reso", "Min bucket side", "int", "training", advanced=True),
+    Field("max_bucket_reso", "Max bucket side", "int", "training", "0 = 2 x resolution.", advanced=True),
+    Field("bucket_reso_steps", "Bucket step", "int", "training", advanced=True),
+    Field("bucket_no_upscale", "Never upscale into a bucket", "bool", "training", advanced=True),
+    Field("min_snr_gamma", "Min-SNR gamma", "float", "training", "0 = off; 5 is the paper's value."),
+    Field("noise_offset", "Noise offset", "float", "training", "0 = off; ~0.05 helps very dark/bright images."),
+    Field("mixed_precision", "Precision", "choice", "training",
+          "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.", choices=PRECISIONS),
+    Field("gradient_checkpointing", "Gradient checkpointing", "bool", "training", "Less VRAM, ~20% slower."),
+    Field("cache_latents", "Cache latents", "bool", "training", "Encode every image once (not with random crop)."),
+    Field("cache_latents_to_disk", "Cache latents to disk", "bool", "training", advanced=True),
+    Field("cache_text_encoder_outputs", "Cache text encoder outputs", "bool", "training",
+          "Only when the text encoder is not trained.", advanced=True),
+    Field("seed", "Seed", "int", "training"),
+    Field("clip_skip", "Clip skip", "int", "training", advanced=True),
+    Field("max_grad_norm", "Max gradient norm", "float", "training", "0 = no clipping.", advanced=True),
+    Field("loss_type", "Loss", "choice", "training", choices=LOSS_TYPES, advanced=True),
+    Field("huber_c", "Huber c", "float", "training", advanced=True),
+    Field("huber_schedule", "Huber schedule", "choice", "training", choices=HUBER_SCHEDULES, advanced=True),
+    Field("min_timestep", "Min timestep", "int", "training", advanced=True),
+    Field("max_timestep", "Max timestep", "int", "training", advanced=True),
+    # 4) previews
+    Field("sample_prompts", "Preview prompts", "textarea", "previews",
+          "One per line; kohya options work: --n negative --w 512 --h 512 --s 20 --l 7 --d 1234."),
+    Field("sample_every_n_steps", "Preview every N steps", "int", "previews", "0 = off."),
+    Field("sample_every_n_epochs", "Preview every N epochs", "int", "previews", "0 = off."),
+    Field("sample_seed", "Preview seed", "int", "previews"),
+    Field("sample_steps", "Preview sampling steps", "int", "previews"),
+    Field("sample_cfg_scale", "Preview CFG scale", "float", "previews"),
+    Field("sample_weights", "LoRA weights to show", "text", "previews", "Comma-separated; 0 = the base model."),
+    # 5) output
+    Field("output_dir", "Output folder", "text", "output", "Empty = the webui's Lora folder."),
+    Field("save_every_n_epochs", "Save every N epochs", "int", "output", "0 = only the final file."),
+    Field("save_every_n_steps", "Save every N steps", "int", "output", "0 = off."),
+    Field("save_precision", "Save precision", "choice", "output", choices=SAVE_PRECISIONS),
+    Field("overwrite", "Overwrite an existing file", "bool", "output"),
+    Field("save_state", "Save resumable state", "bool", "output", advanced=True),
+    Field("resume_state", "Resume from state folder", "text", "output", advanced=True),
+    Field("training_comment", "Comment in metadata", "text", "output", advanced=True),
+]
+
+FIELDS_BY_KEY: Dict[str, Field] = {f.key: f for f in FIELDS}
+
+
+def field_label(key: str) -> str:
+    return FIELDS_BY_KEY[key].label if key in FIELDS_BY_KEY else key
+
+
+# ---- defaults -------------------------------------------------------------------------------------------------
+def default_values(output_dir: str = "", caption_extension: str = ".txt") -> Dict[str, Any]:
+    """Initial UI values; the webui settings supply the output folder and caption extension."""
+    base = TrainConfig(output_dir=output_dir, caption_extension=caption_extension or ".txt")
+    return config_to_values(base)
+
+
+def config_to_values(config: TrainConfig) -> Dict[str, Any]:
+    """A config as the tab shows it (lists and dicts become text)."""
+    data = config.to_dict()
+    values: Dict[str, Any] = dict(UI_ONLY_DEFAULTS)
+    for f in FIELDS:
+        if f.key in data:
+            values[f.key] = _to_display(f.key, data[f.key])
+    values["schedule_by"] = "Steps" if config.max_train_steps > 0 else "Epochs"
+    return values
+
+
+def _to_display(key: str, value: Any) -> Any:
+    if key == "sample_prompts":
+        return "\n".join(value)
+    if key == "sample_weights":
+        return ", ".join(f"{float(w):g}" for w in value)
+    if key == "optimizer_args":
+        return json.dumps(value) if value else ""
+    return value
+
+
+# ---- UI values -> config --------------------------------------------------------------------------------------
+def values_to_config(values: Dict[str, Any], default_output_dir: str = "") -> TrainConfig:
+    """Build and validate a TrainConfig from tab values. Raises ConfigError (field = a TrainConfig/UI key)."""
+    data: Dict[str, Any] = {}
+    config_fields = {f.name for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in FIELDS_BY_KEY:
+            raise ConfigError(key, "unknown field")
+        if value is None:
+            raise ConfigError(key, "enter a value")
+        if isinstance(value, str) and FIELDS_BY_KEY[key].kind in ("text", "textarea"):
+            value = value.strip()
+        if key in config_fields:
+            data[key] = value
+    if "sample_weights" in data:
+        data["sample_weights"] = parse_weights(data["sample_weights"])
+    if "optimizer_args" in data:
+        data["optimizer_args"] = parse_optimizer_args(data["optimizer_args"])
+    schedule = values.get("schedule_by", UI_ONLY_DEFAULTS["schedule_by"])
+    if schedule not in SCHEDULE_CHOICES:
+        raise ConfigError("schedule_by", f"choose {' or '.join(SCHEDULE_CHOICES)}")
+    if schedule == "Epochs":
+        data["max_train_steps"] = 0  # TrainConfig: steps > 0 would override the epochs
+    elif float(data.get("max_train_steps") or 0) <= 0:
+        raise ConfigError("max_train_steps", "set the number of steps (or train for Epochs)")
+    if not data.get("output_dir"):
+        data["output_dir"] = default_output_dir
+    return TrainConfig.from_dict(data).validate()
+
+
+def parse_weights(text: Any) -> List[float]:
+    if isinstance(text, (list, tuple)):
+        return [float(v) for v in text]
+    parts = [p for p in re.split(r"[,\s]+", str(text)) if p]
+    try:
+        return [float(p) for p in parts]
+    except ValueError as exc:
+        raise ConfigError("sample_weights", f"{text!r}: write numbers separated by commas, e.g. 0, 0.5, 1") from exc
+
+
+def parse_optimizer_args(text: Any) -> Dict[str, Any]:
+    """JSON object, or kohya's `key=value key=value` (values parsed as JSON when they can be: 0.01, true, 0.9,0.99)."""
+    if isinstance(text, dict):
+        return dict(text)
+    text = str(text).strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError("optimizer_args", f"invalid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigError("optimizer_args", "JSON must be an object")
+        return parsed
+    out: Dict[str, Any] = {}
+    for item in text.split():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("optimizer_args", f"{item!r} is not key=value")
+        out[key] = _parse_scalar_or_tuple(raw)
+    return out
+
+
+def _parse_scalar_or_tuple(raw: str) -> Any:
+    if "," in raw:
+        return [_parse_scalar_or_tuple(p) for p in raw.split(",") if p]
+    try:
+        return json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
+    except ValueError:
+        return raw
+
+
+# ---- messages ---------------------------------------------------------------------------------------------------
+def describe_error(error: ConfigError) -> str:
+    """'Rank (dim): must be > 0, got 0' — the tab's label instead of the config field name."""
+    message = str(error)
+    prefix = f"{error.field}: "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    return f"{field_label(error.field)}: {message}"
+
+
+def find_field(key: str) -> Optional[Field]:
+    return FIELDS_BY_KEY.get(key)

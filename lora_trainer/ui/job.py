@@ -1,0 +1,296 @@
+"""The single background training job: checks before starting, the thread that holds the GPU lock and runs
+`lora_trainer.train.train`, and the state the tab and the API read (progress, loss history, log, files).
+
+Nothing here imports the webui: everything webui-facing goes through a `Host` (see host.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from typing import Any, Callable, Dict, List, Optional
+
+from lora_trainer.config import TrainConfig
+from lora_trainer.ui.host import Host
+from lora_trainer.ui.preflight import JobRefused, preflight
+
+LOG_LINES = 400
+ACTIVE_STATES = ("queued", "running")
+
+
+class TrainingJob:
+    """One run. Mutated by its worker thread (and `cancel_requested` by JobRunner.cancel); read via `snapshot()`."""
+
+    def __init__(self, config: TrainConfig, task_id: str, model_title: str, arch: str):
+        self.id = uuid.uuid4().hex[:12]
+        self.task_id = task_id
+        self.config = config
+        self.model_title = model_title
+        self.arch = arch
+        self.state = "queued"  # queued | running | completed | cancelled | nan | oom | error
+        self.message = "Waiting for the GPU (another webui job is running)"
+        self.phase = ""
+        self.progress: Dict[str, Any] = {}
+        self.loss_history: List[tuple] = []  # (step, loss, avg_loss)
+        self.log: deque = deque(maxlen=LOG_LINES)
+        self.files: List[str] = []
+        self.final_file = ""
+        self.previews: List[str] = []
+        self.started_at = time.time()
+        self.finished_at: Optional[float] = None
+        self.cancel_requested = False
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    # ---- called from the worker thread / engine callbacks ----------------------------------------------------
+    def add_log(self, line: str) -> None:
+        with self._lock:
+            self.log.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def on_progress(self, progress) -> None:
+        data = {k: getattr(progress, k, None) for k in (
+            "phase", "step", "total_steps", "epoch", "total_epochs", "loss", "avg_loss", "lr", "it_per_s", "eta_s",
+            "message")}
+        with self._lock:
+            # the final "done" report carries no loss/lr: keep the last known values for the status line
+            self.progress = {**self.progress, **{k: v for k, v in data.items() if v is not None}}
+            self.phase = data["phase"] or self.phase
+            if data["message"]:
+                self.message = data["message"]
+            step, loss = data["step"], data["loss"]
+            if data["phase"] in (None, "training") and loss is not None and step is not None:
+                if not self.loss_history or self.loss_history[-1][0] != step:
+                    self.loss_history.append((int(step), float(loss), float(data["avg_loss"] or loss)))
+
+    def set_running(self) -> None:
+        with self._lock:
+            self.state, self.message = "running", "Starting"
+
+    def on_saved(self, path: str) -> None:
+        with self._lock:
+            self.files.append(str(path))
+        self.add_log(f"saved {path}")
+
+    def add_preview(self, path: str) -> None:
+        with self._lock:
+            self.previews.append(str(path))
+
+    def finish(self, state: str, message: str, final_file: str = "") -> None:
+        with self._lock:
+            self.state, self.message = state, message
+            if final_file:
+                self.final_file = str(final_file)
+                if self.final_file not in self.files:
+                    self.files.append(self.final_file)
+            self.finished_at = time.time()
+        self.add_log(f"{state}: {message}")
+
+    # ---- read side -------------------------------------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        with self._lock:
+            p = dict(self.progress)
+            return {
+                "job_id": self.id, "task_id": self.task_id, "state": self.state, "message": self.message,
+                "phase": self.phase, "step": p.get("step") or 0, "total_steps": p.get("total_steps") or 0,
+                "epoch": p.get("epoch") or 0, "total_epochs": p.get("total_epochs") or 0, "loss": p.get("loss"),
+                "avg_loss": p.get("avg_loss"), "lr": p.get("lr"), "it_per_s": p.get("it_per_s"),
+                "eta_s": p.get("eta_s"), "files": list(self.files), "final_file": self.final_file,
+                "previews": list(self.previews), "model": self.model_title, "arch": self.arch,
+                "output_name": self.config.output_name, "trigger_word": self.config.trigger_word,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "loss_history": [list(r) for r in self.loss_history], "log": list(self.log),
+            }
+
+
+def progress_text(job: TrainingJob) -> str:
+    """One line for the webui progress bar (it hides text with a newline)."""
+    p = job.progress
+    step, total = p.get("step") or 0, p.get("total_steps") or 0
+    parts = [f"{job.config.output_name}:"]
+    if job.phase and job.phase != "training":
+        parts.append(str(p.get("message") or job.phase))
+    if total:
+        parts.append(f"step {step}/{total}")
+    if p.get("total_epochs"):
+        parts.append(f"epoch {p.get('epoch') or 0}/{p['total_epochs']}")
+    if p.get("avg_loss") is not None:
+        parts.append(f"loss {p['avg_loss']:.4f}")
+    return " ".join(parts).replace("\n", " ")
+
+
+def _default_train():
+    from lora_trainer.train import train  # the engine; imported late so the UI loads even without it
+
+    return train
+
+
+class JobRunner:
+    """Runs at most one job at a time. `train_fn` and `preview_factory` are injectable for tests."""
+
+    def __init__(self, host: Host, train_fn: Optional[Callable] = None,
+                 preview_factory: Optional[Callable] = None):
+        self.host = host
+        self._train_fn = train_fn
+        self._preview_factory = preview_factory
+        self._lock = threading.Lock()
+        self._job: Optional[TrainingJob] = None
+        self._exclusive: Optional[str] = None  # e.g. "Captioning" while it runs
+
+    # ---- queries ---------------------------------------------------------------------------------------------
+    @property
+    def job(self) -> Optional[TrainingJob]:
+        return self._job
+
+    def busy_reason(self) -> str:
+        if self._exclusive:
+            return f"{self._exclusive} is running; wait for it to finish."
+        job = self._job
+        if job is not None and job.active:
+            where = f" (step {job.progress.get('step') or 0}/{job.progress.get('total_steps') or '?'})" \
+                if job.state == "running" else " (waiting for the GPU)"
+            return f"A training job is already running: '{job.config.output_name}'{where}. Cancel it or wait."
+        return ""
+
+    def status(self) -> Dict[str, Any]:
+        job = self._job
+        if job is None:
+            return {"state": "idle", "message": "No training job has run since the webui started."}
+        return job.snapshot()
+
+    # ---- commands --------------------------------------------------------------------------------------------
+    def start(self, config: TrainConfig, task_id: str = "") -> TrainingJob:
+        """Check everything that can be checked quickly, then start the worker. Raises JobRefused."""
+        with self._lock:
+            reason = self.busy_reason()
+            if reason:
+                raise JobRefused(reason, status_code=409)
+            checked = preflight(self.host, config)
+            job = TrainingJob(config, task_id or f"task(train_lora_{uuid.uuid4().hex[:10]})",
+                              checked.model_title, checked.arch)
+            job.add_log(f"queued '{config.output_name}' on {checked.model_title or 'the loaded model'} "
+                        f"({checked.arch}); output {checked.output_file}")
+            self._job = job
+            self.host.task_queued(job.task_id)
+            threading.Thread(target=self._run, args=(job,), name="train-lora", daemon=True).start()
+            return job
+
+    def cancel(self) -> bool:
+        job = self._job
+        if job is None or not job.active:
+            return False
+        job.cancel_requested = True
+        job.add_log("cancel requested; stopping after the current step")
+        return True
+
+    def exclusive(self, what: str):
+        """Context manager for other GPU work of this extension (captioning): refused while a job runs."""
+        return _Exclusive(self, what)
+
+    # ---- the worker ------------------------------------------------------------------------------------------
+    def _run(self, job: TrainingJob) -> None:
+        try:
+            with self.host.gpu_lock():
+                self._run_locked(job)
+        except Exception as exc:  # the lock itself failed: still end in a final state
+            job.finish("error", f"{type(exc).__name__}: {exc}")
+        finally:
+            job.done.set()
+
+    def _run_locked(self, job: TrainingJob) -> None:
+        """Everything up to the final state happens before host.end(), which completes the webui's progress
+        task: the tab's last refresh then already sees the file, the card image and the refreshed Lora list."""
+        host, model = self.host, None
+        outcome = ("error", "The training ended without a result.", "")
+        try:
+            host.begin(job.task_id, "train-lora")
+            if job.cancel_requested:
+                outcome = ("cancelled", "Cancelled before training started.", "")
+                return
+            job.set_running()
+            model = host.model()
+            from lora_trainer.arch.detect import detect_arch
+
+            job.arch = detect_arch(model)  # again: the checkpoint may have changed while we waited
+            host.release_webui_loras(model)
+            result, previews = self._train(job, model)
+            final_file = str(getattr(result, "final_file", "") or "")
+            outcome = (getattr(result, "status", "completed"), getattr(result, "message", "") or "Done.", final_file)
+            for path in getattr(result, "files", None) or []:
+                if str(path) not in job.files:  # normally reported by the on_saved hook already
+                    job.on_saved(path)
+            self._write_card_preview(job, previews, final_file)
+        except Exception as exc:
+            job.add_log(traceback.format_exc().rstrip())
+            outcome = ("error", f"{type(exc).__name__}: {exc}", "")
+            traceback.print_exc()  # the console gets the traceback; the tab gets the message
+        finally:
+            try:
+                host.after_training(model)
+            except Exception as exc:
+                job.add_log(f"restoring the model after training failed: {exc}")
+            try:
+                host.refresh_loras()
+            except Exception as exc:
+                job.add_log(f"could not refresh the Lora cards: {exc}")
+            job.finish(*outcome)
+            host.end(job.task_id)
+
+    def _train(self, job: TrainingJob, model):
+        from lora_trainer.train import CancelToken, TrainHooks
+
+        train_fn = self._train_fn or _default_train()
+        previews = self._make_previews(job)
+
+        def progress(p):
+            job.on_progress(p)
+            self.host.update(job.progress.get("step") or 0, job.progress.get("total_steps") or 0,
+                             progress_text(job))
+
+        cancel = CancelToken(extra_check=lambda: job.cancel_requested or self.host.interrupted())
+        hooks = TrainHooks(on_sample=previews, on_saved=job.on_saved, on_log=job.add_log)
+        return train_fn(model, job.config, progress=progress, cancel=cancel, hooks=hooks), previews
+
+    def _write_card_preview(self, job: TrainingJob, previews, final_file: str) -> None:
+        """The newest LoRA preview becomes `<name>.preview.png`, the image the webui's Lora card shows."""
+        image = getattr(previews, "last_lora_image", None)
+        if image is None or not final_file or not self.host.setting("train_lora_card_preview", True):
+            return
+        from pathlib import Path
+
+        target = Path(final_file).with_suffix(".preview.png")
+        try:
+            image.save(target)
+            job.add_log(f"card preview: {target}")
+        except OSError as exc:
+            job.add_log(f"could not write the card preview {target}: {exc}")
+
+    def _make_previews(self, job: TrainingJob):
+        if self._preview_factory is not None:
+            return self._preview_factory(self.host, job)
+        from lora_trainer.ui.previews import PreviewMaker
+
+        return PreviewMaker(self.host, job)
+
+
+class _Exclusive:
+    def __init__(self, runner: JobRunner, what: str):
+        self.runner, self.what = runner, what
+
+    def __enter__(self):
+        with self.runner._lock:
+            reason = self.runner.busy_reason()
+            if reason:
+                raise JobRefused(reason, status_code=409)
+            self.runner._exclusive = self.what
+        return self
+
+    def __exit__(self, *exc):
+        self.runner._exclusive = None
+        return False

@@ -1,0 +1,153 @@
+"""The Train LoRA tab (gradio 3.41 Blocks). Wiring only: fields come from form.FIELDS, texts from panels.py,
+actions from handlers.py. No webui import here; the host passed in is the only way to the webui."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lora_trainer.ui import form
+from lora_trainer.ui.handlers import Handlers
+
+SECTION_TITLES = {"dataset": "1 · Dataset", "network": "2 · Network", "training": "3 · Training",
+                  "previews": "4 · Previews", "output": "Output and saving"}
+
+
+def _component(field: form.Field, value, placeholder: str = ""):
+    common = dict(label=field.label, elem_id=f"train_lora_{field.key}")
+    if field.info:
+        common["info"] = field.info
+    if field.kind == "bool":
+        return gr.Checkbox(value=bool(value), **common)
+    if field.kind == "int":
+        return gr.Number(value=value, precision=0, **common)
+    if field.kind == "float":
+        return gr.Number(value=value, **common)
+    if field.kind == "choice":
+        return gr.Dropdown(choices=list(field.choices), value=value, **common)
+    if field.kind == "radio":
+        return gr.Radio(choices=list(field.choices), value=value, **common)
+    lines = 3 if field.kind == "textarea" else 1
+    return gr.Textbox(value=value, lines=lines, max_lines=12 if lines > 1 else 1, placeholder=placeholder or None,
+                      **common)
+
+
+def _fields_in(section: str, advanced: bool):
+    return [f for f in form.FIELDS if f.section == section and f.advanced == advanced]
+
+
+def _render_fields(fields, values, components, placeholders=None, per_row: int = 3):
+    placeholders = placeholders or {}
+    for start in range(0, len(fields), per_row):
+        with gr.Row():
+            for field in fields[start:start + per_row]:
+                components[field.key] = _component(field, values[field.key], placeholders.get(field.key, ""))
+
+
+def _no_save(*components):
+    """Output-only components must not be remembered in ui-config.json."""
+    for c in components:
+        c.do_not_save_to_config = True
+
+
+def _folder_picker(components, key: str, handlers: Handlers):
+    with gr.Row(elem_classes=["train-lora-folder-row"]):
+        components[key] = _component(form.FIELDS_BY_KEY[key], "")
+        browse = gr.Button("📂", elem_classes=["tool", "train-lora-tool"], elem_id=f"train_lora_{key}_browse")
+    picker = gr.Dropdown(label="Sub-folders (pick one)", choices=[], visible=False,
+                         elem_id=f"train_lora_{key}_picker")
+    _no_save(picker)
+    browse.click(handlers.browse_folder, inputs=[components[key]], outputs=[picker])
+    picker.select(handlers.pick_folder, inputs=[picker], outputs=[components[key], picker])
+
+
+def _section(section: str, values, components, handlers: Handlers, open_: bool = True, placeholders=None):
+    with gr.Accordion(SECTION_TITLES[section], open=open_, elem_id=f"train_lora_section_{section}"):
+        basic = _fields_in(section, advanced=False)
+        if section == "dataset":
+            _folder_picker(components, "train_dir", handlers)
+            _folder_picker(components, "reg_dir", handlers)
+            basic = [f for f in basic if f.key not in ("train_dir", "reg_dir")]
+        _render_fields(basic, values, components, placeholders)
+        advanced = _fields_in(section, advanced=True)
+        if advanced:
+            with gr.Accordion("Advanced", open=False):
+                _render_fields(advanced, values, components, placeholders)
+
+
+def build_tab(runner) -> gr.Blocks:
+    host = runner.host
+    handlers = Handlers(runner)
+    values = form.default_values(output_dir="", caption_extension=host.setting("train_lora_caption_extension", ".txt"))
+    components = {}
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        with gr.Row(equal_height=False, elem_id="train_lora_main"):
+            with gr.Column(scale=3, elem_id="train_lora_settings"):
+                _section("dataset", values, components, handlers)
+                with gr.Row():
+                    check_button = gr.Button("Check dataset", elem_id="train_lora_check_dataset")
+                dataset_summary = gr.Markdown(elem_id="train_lora_dataset_summary")
+                dataset_table = gr.Dataframe(headers=handlers.folder_headers, interactive=False, visible=False,
+                                             elem_id="train_lora_dataset_table")
+                with gr.Accordion("Caption images with the webui's BLIP / DeepBooru", open=False,
+                                  elem_id="train_lora_captioning"):
+                    with gr.Row():
+                        use_blip = gr.Checkbox(label="BLIP (sentence)", value=True, elem_id="train_lora_cap_blip")
+                        use_booru = gr.Checkbox(label="DeepBooru (tags)", value=False,
+                                                elem_id="train_lora_cap_booru")
+                        caption_mode = gr.Radio(label="Images that already have a caption",
+                                                choices=["skip", "overwrite", "append"], value="skip",
+                                                elem_id="train_lora_cap_mode")
+                    caption_button = gr.Button("Caption images", elem_id="train_lora_caption_button")
+                    caption_result = gr.Markdown(elem_id="train_lora_caption_result")
+                for section in ("network", "training", "previews"):
+                    _section(section, values, components, handlers)
+                _section("output", values, components, handlers, open_=False,
+                         placeholders={"output_dir": host.default_output_dir()})
+                with gr.Accordion("Settings as JSON (for the HTTP API and the command line)", open=False):
+                    with gr.Row():
+                        show_json = gr.Button("Show these settings as JSON")
+                        load_json = gr.Button("Load JSON into the form")
+                    config_json = gr.Code(language="json", interactive=True, elem_id="train_lora_config_json")
+                    json_message = gr.Markdown()
+
+            with gr.Column(scale=2, elem_id="train_lora_run"):
+                with gr.Row():
+                    model_info = gr.Markdown(handlers.model_info(), elem_id="train_lora_model_info")
+                    model_refresh = gr.Button("🔄", elem_classes=["tool", "train-lora-tool"],
+                                              elem_id="train_lora_model_refresh")
+                with gr.Row():
+                    start = gr.Button("Start training", variant="primary", elem_id="train_lora_start")
+                    cancel = gr.Button("Cancel", elem_id="train_lora_cancel")
+                gr.HTML("<div></div>", elem_id="train_lora_progress")  # the webui inserts its progress bar here
+                status = gr.Markdown(handlers.status_text(), elem_id="train_lora_status")
+                with gr.Row():
+                    send_text = gr.Textbox(label="Prompt snippet", interactive=False, elem_id="train_lora_send_text")
+                    send = gr.Button("Send to txt2img", elem_id="train_lora_send_to_txt2img")
+                loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=220, width=500,
+                                        elem_id="train_lora_loss_plot", tooltip=["step", "loss", "curve"])
+                gallery = gr.Gallery(label="Previews (newest first)", columns=2, height=360, object_fit="contain",
+                                     elem_id="train_lora_previews")
+                log = gr.Textbox(label="Log", lines=10, max_lines=10, interactive=False, elem_id="train_lora_log")
+                with gr.Row():
+                    refresh = gr.Button("Refresh status", elem_id="train_lora_refresh")
+                task_id = gr.Textbox(visible=False, elem_id="train_lora_task_id")
+        _no_save(dataset_summary, caption_result, config_json, json_message, model_info, status, send_text, log,
+                 task_id, dataset_table)
+
+        field_inputs = [components[f.key] for f in form.FIELDS]
+        check_button.click(handlers.check_dataset, inputs=field_inputs,
+                           outputs=[dataset_summary, dataset_table])
+        caption_button.click(handlers.caption, inputs=[components["train_dir"], components["trigger_word"],
+                                                       components["caption_extension"], use_blip, use_booru,
+                                                       caption_mode], outputs=[caption_result])
+        model_refresh.click(handlers.model_info, outputs=[model_info])
+        start.click(handlers.start, inputs=field_inputs, outputs=[status, task_id, model_info]).then(
+            None, _js="train_lora_attach_progress", inputs=[task_id])
+        cancel.click(handlers.cancel, outputs=[status])
+        panel_outputs = [status, loss_plot, gallery, log, send_text, task_id]
+        refresh.click(handlers.refresh, outputs=panel_outputs).then(
+            None, _js="train_lora_attach_progress", inputs=[task_id])
+        send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
+        show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
+        load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
+    return blocks

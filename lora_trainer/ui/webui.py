@@ -1,0 +1,267 @@
+"""The only module that touches the webui (`modules.*`, the built-in Lora extension's `networks`).
+
+It implements `Host` for the job/tab/API and registers the extension's callbacks. Imported only from
+scripts/train_lora.py, i.e. inside a running webui.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Dict, Optional
+
+from lora_trainer.ui.host import Host
+
+SECTION = ("train_lora", "Train LoRA")
+
+
+class WebuiHost(Host):
+    # ---- the model -------------------------------------------------------------------------------------------
+    def model(self):
+        from modules import sd_models
+
+        return sd_models.model_data.sd_model  # not shared.sd_model: that property would load a checkpoint
+
+    def model_title(self) -> str:
+        info = getattr(self.model(), "sd_checkpoint_info", None)
+        return getattr(info, "title", "") or ""
+
+    def unsupported_reason(self) -> str:
+        from modules import devices, sd_unet, shared
+
+        if getattr(shared.cmd_opts, "lowvram", False):
+            return "the webui runs with --lowvram, which moves UNet blocks between devices mid-step; restart without it"
+        if getattr(devices, "fp8", False):
+            return "FP8 weight storage is on (Settings > Optimizations > FP8 weight); turn it off to train"
+        if sd_unet.current_unet is not None:
+            return "an alternative UNet (e.g. TensorRT) is active; set Settings > SD Unet to None"
+        return ""
+
+    # ---- GPU ownership and progress --------------------------------------------------------------------------
+    def gpu_lock(self):
+        from modules.call_queue import queue_lock
+
+        return queue_lock
+
+    def task_queued(self, task_id: str) -> None:
+        from modules import progress
+
+        progress.add_task_to_queue(task_id)
+
+    def begin(self, task_id: str, job: str) -> None:
+        from modules import progress, shared
+
+        shared.state.begin(job=job)
+        shared.state.job_count = 0
+        progress.start_task(task_id)
+
+    def update(self, step: int, total: int, textinfo: str) -> None:
+        from modules import shared
+
+        state = shared.state
+        if total:
+            state.job_count, state.job_no = total, min(step, total)
+        state.sampling_step, state.sampling_steps = 0, 0
+        state.textinfo = textinfo
+
+    def end(self, task_id: str) -> None:
+        from modules import progress, shared
+
+        shared.state.end()
+        shared.state.interrupted = shared.state.stopping_generation = False
+        progress.finish_task(task_id)
+
+    def interrupted(self) -> bool:
+        from modules import shared
+
+        return bool(shared.state.interrupted or shared.state.stopping_generation)
+
+    # ---- the built-in Lora extension -------------------------------------------------------------------------
+    def release_webui_loras(self, model) -> None:
+        """Empty Lora's loaded list and put back the original weights of every module it merged into, eagerly and
+        under no_grad (a lazy restore during a grad-enabled forward would fail on leaf tensors)."""
+        networks = sys.modules.get("networks")
+        if networks is None or model is None:
+            return
+        import torch
+
+        networks.loaded_networks.clear()
+        with torch.no_grad():
+            for module in model.modules():
+                if getattr(module, "network_current_names", ()):
+                    networks.network_restore_weights_from_backup(module)
+                    networks.network_reset_cached_weight(module)
+        self._drop_cond_cache()
+
+    def after_training(self, model) -> None:
+        self.release_webui_loras(model)
+        self._drop_cond_cache()
+
+    @staticmethod
+    def _drop_cond_cache() -> None:
+        """Cached prompt conditionings are keyed by prompt, not by LoRA weights: drop them after the text encoder
+        changed (a preview with the training LoRA, or a LoRA re-saved under the same name)."""
+        from modules import processing
+
+        processing.StableDiffusionProcessing.cached_c = [None, None]
+        processing.StableDiffusionProcessing.cached_uc = [None, None]
+        processing.StableDiffusionProcessingTxt2Img.cached_hr_c = [None, None]
+        processing.StableDiffusionProcessingTxt2Img.cached_hr_uc = [None, None]
+
+    def refresh_loras(self) -> None:
+        networks = sys.modules.get("networks")
+        if networks is not None:
+            networks.list_available_networks()
+
+    # ---- previews --------------------------------------------------------------------------------------------
+    def txt2img(self, prompt, negative_prompt, seed, steps, cfg_scale, width, height):
+        from modules import processing, shared
+
+        title = self.model_title()
+        state = shared.state
+        job_no, job_count = state.job_no, state.job_count
+        self._drop_cond_cache()  # the same prompt with another LoRA weight must be encoded again
+        p = processing.StableDiffusionProcessingTxt2Img(
+            sd_model=self.model(), prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
+            cfg_scale=cfg_scale, width=width, height=height, batch_size=1, n_iter=1,
+            sampler_name=self.setting("train_lora_preview_sampler", "Euler a"),
+            do_not_save_samples=True, do_not_save_grid=True,
+            # pin the checkpoint: a dropdown change while training must not swap the model under the preview
+            override_settings={"sd_model_checkpoint": title} if title else {},
+            override_settings_restore_afterwards=True)
+        p.disable_extra_networks = True  # the webui's Lora must not load anything into the model being trained
+        p.do_not_reload_embeddings = True
+        try:
+            with contextlib.closing(p):
+                processed = processing.process_images(p)
+        finally:
+            state.job_no, state.job_count = job_no, job_count  # process_images counts its own jobs
+            shared.total_tqdm.clear()  # its console bar sized itself from our step count
+            self._drop_cond_cache()
+        return processed.images[0] if processed.images else None
+
+    def show_preview(self, image) -> None:
+        from modules import shared
+
+        shared.state.assign_current_image(image)
+
+    # ---- captioning ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def captioners(self, blip: bool, deepbooru: bool):
+        from modules import devices, shared
+
+        keep = bool(self.setting("train_lora_keep_caption_models", False))
+        pairs = []
+        interrogator = shared.interrogator
+        try:
+            if blip:
+                pairs.append(("BLIP", self._load_blip(interrogator)))
+            if deepbooru:
+                from modules import deepbooru as deepbooru_module
+
+                deepbooru_module.model.start()
+                pairs.append(("DeepBooru",
+                              lambda img: deepbooru_module.model.tag_multi(img, force_disable_ranks=True)))
+            yield pairs
+        finally:
+            if blip:
+                interrogator.send_blip_to_ram()
+                if not keep:
+                    interrogator.blip_model = None
+            if deepbooru:
+                from modules import deepbooru as deepbooru_module
+
+                if deepbooru_module.model.model is not None:
+                    deepbooru_module.model.stop()
+                    if not keep:
+                        deepbooru_module.model.model = None
+            devices.torch_gc()
+
+    @staticmethod
+    def _load_blip(interrogator):
+        """BLIP alone: the webui's `load()` would also load CLIP ViT-L (a 1.7 GB download) that captions don't use."""
+        from modules import devices, shared
+
+        if interrogator.blip_model is None:
+            interrogator.blip_model = interrogator.load_blip_model()
+            if not shared.cmd_opts.no_half and not interrogator.running_on_cpu:
+                interrogator.blip_model = interrogator.blip_model.half()
+        interrogator.blip_model = interrogator.blip_model.to(devices.device_interrogate)
+        interrogator.dtype = next(interrogator.blip_model.parameters()).dtype
+        return interrogator.generate_caption
+
+    # ---- settings and paths ----------------------------------------------------------------------------------
+    def setting(self, key: str, default=None):
+        from modules import shared
+
+        return shared.opts.data.get(key, default)
+
+    def lora_dir(self) -> str:
+        from modules import paths, shared
+
+        return getattr(shared.cmd_opts, "lora_dir", None) or os.path.join(paths.models_path, "Lora")
+
+    def api_credentials(self) -> Optional[Dict[str, str]]:
+        from modules import shared
+
+        from lora_trainer.ui.api import parse_api_auth
+
+        return parse_api_auth(getattr(shared.cmd_opts, "api_auth", None))
+
+
+# ---- callbacks ----------------------------------------------------------------------------------------------
+_host: Optional[WebuiHost] = None
+_runner = None  # kept across "Reload UI": this module stays in sys.modules, a running job survives a reload
+
+
+def runner():
+    global _host, _runner
+    if _runner is None:
+        from lora_trainer.ui.job import JobRunner
+
+        _host = WebuiHost()
+        _runner = JobRunner(_host)
+    return _runner
+
+
+def on_ui_settings() -> None:
+    import gradio as gr
+    from modules import sd_samplers, shared
+
+    def add(key, info):
+        shared.opts.add_option(key, info)
+
+    def option(default, label, **kwargs):
+        return shared.OptionInfo(default, label, section=SECTION, category_id="training", **kwargs)
+
+    add("train_lora_output_dir", option("", "Default output folder for trained LoRAs").info(
+        f"empty = the webui's Lora folder ({WebuiHost().lora_dir()}, set by --lora-dir)"))
+    add("train_lora_caption_extension", option(".txt", "Default caption file extension"))
+    add("train_lora_keep_caption_models", option(False, "Keep BLIP / DeepBooru loaded after captioning").info(
+        "off = free their memory when captioning ends"))
+    add("train_lora_preview_sampler", option("Euler a", "Sampler for training previews", component=gr.Dropdown,
+                                             component_args=lambda: {"choices": sd_samplers.visible_sampler_names()}))
+    add("train_lora_card_preview", option(True, "Use the last training preview as the Lora card image"))
+    add("train_lora_send_weight", option(0.8, "LoRA weight for 'Send to txt2img'", component=gr.Slider,
+                                         component_args={"minimum": 0.0, "maximum": 2.0, "step": 0.05}))
+
+
+def on_ui_tabs():
+    from lora_trainer.ui.tab import build_tab
+
+    return [(build_tab(runner()), "Train LoRA", "train_lora")]
+
+
+def on_app_started(demo, app) -> None:
+    from lora_trainer.ui.api import register_routes
+
+    register_routes(app, runner())
+
+
+def register_callbacks() -> None:
+    from modules import script_callbacks
+
+    script_callbacks.on_ui_settings(on_ui_settings, name="train_lora_settings")
+    script_callbacks.on_ui_tabs(on_ui_tabs, name="train_lora_tab")
+    script_callbacks.on_app_started(on_app_started, name="train_lora_api")
