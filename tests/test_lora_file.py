@@ -16,14 +16,6 @@ from lora_trainer.lora_file import LoRAFormatError, build_metadata, load_lora, s
 from lora_trainer.lora_net import LoRANetwork
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _trained_net(arch: str, **kwargs) -> LoRANetwork:
     net = LoRANetwork.create(tiny_model(arch), **{"rank": 4, "alpha": 2.0, **kwargs})
     generator = torch.Generator().manual_seed(7)

@@ -18,14 +18,6 @@ from lora_trainer.lora_net.targets import text_encoder_targets, unet_targets
 PROMPTS = ["a photo of a cat", "a red car, masterpiece"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one thread avoids OpenMP spin-waiting on a loaded 2-core machine (10× faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _randomize(net: LoRANetwork, seed: int = 0, std: float = 0.2) -> None:
     generator = torch.Generator().manual_seed(seed)

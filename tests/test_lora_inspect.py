@@ -14,14 +14,6 @@ from lora_trainer.lora_file import build_metadata, save_lora
 from lora_trainer.lora_net import LoRANetwork
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _save(tmp_path, arch: str, tensors=None, metadata=None, name: str | None = None, **net_kwargs):
     if tensors is None:
         tensors = LoRANetwork.create(tiny_model("sd2" if arch == "sd2v" else arch), rank=4, alpha=2.0,

@@ -7,7 +7,6 @@ import re
 from types import SimpleNamespace
 
 import pytest
-import torch
 from conftest import tiny_model
 
 from lora_trainer.arch import model_parts
@@ -25,14 +24,6 @@ PER_TRANSFORMER_BLOCK = 10  # attn1/attn2 q,k,v,out + ff.net.0.proj + ff.net.2
 PER_SPATIAL_TRANSFORMER = 2  # proj_in, proj_out
 PER_TEXT_LAYER = 6  # q, k, v, out, fc1, fc2
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one thread avoids OpenMP spin-waiting on a loaded 2-core machine (10× faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _spatial_transformers(unet):

@@ -15,13 +15,6 @@ from lora_trainer.lora_net import LinearLoRA, LoRANetwork
 PATCHED_CLASSES = (nn.Linear, nn.Conv2d, nn.MultiheadAttention)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _install_fake_webui_lora(monkeypatch, calls: list) -> None:
     """Like `lora_patches.LoraPatches`: replace the class forward with one that does its own work, then calls the

@@ -135,7 +135,7 @@ def load_pil(item, flip: bool, rng: Optional[random.Random] = None) -> Tuple[Ima
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB uint8 HWC -> float32 CHW in [-1, 1] (kohya: ToTensor + Normalize([0.5], [0.5]))."""
-    array = np.asarray(img, dtype=np.uint8)
+    array = np.array(img, dtype=np.uint8)  # a writable copy: torch warns on read-only numpy buffers
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(127.5).sub_(1.0).contiguous()
 
 
