@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 import torch
 
 from ..arch.adapters import ModelAdapter
+from .attention import FusedAttention
 from .batches import TextEncoderCache
 from .checkpointing import GradientCheckpointing
 from .errors import Cancelled, TrainError
@@ -56,6 +57,7 @@ class Session:
         self.latent_cache = None
         self.text_cache: Optional[TextEncoderCache] = None
         self.checkpointing: Optional[GradientCheckpointing] = None
+        self.attention: Optional[FusedAttention] = None
         self.start_step = 0
 
     # ---- set-up ---------------------------------------------------------------------------------------------------
@@ -87,6 +89,11 @@ class Session:
         self.checkpointing = GradientCheckpointing(adapter.unet)
         if c.gradient_checkpointing:
             self.checkpointing.enable()
+        self.attention = FusedAttention(adapter.unet)
+        if self.device.type == "cuda":  # flash / mem-efficient kernels; on CPU it measured ~5 % slower (bench/)
+            self.attention.enable()
+        if self.attention.count:
+            self.log(f"fused attention (torch SDPA) for {self.attention.count} stock ldm attention layers")
         self.alphas_cumprod = adapter.alphas_cumprod(self.device)
         return self
 
@@ -246,6 +253,8 @@ class Session:
         rest). Safe after a partial prepare()."""
         if self.checkpointing is not None:
             self.checkpointing.remove()
+        if self.attention is not None:
+            self.attention.remove()
         if self.network is not None:
             self.network.detach()
         if self.optimizer is not None:
