@@ -146,7 +146,7 @@ def run_reference(case: Case, device: str, warmup: int, steps: int):
     dup = sum(p.numel() * p.element_size() for p in unet.parameters() if not p.requires_grad)
     step = reference_step_fn(unet, latents, context, vector, optimizer, acp, autocast, device.split(":")[0])
     with measure_memory(device) as mem:
-        times = time_steps(step, warmup, steps, device)
+        times = time_steps(step, warmup, steps, device, mem)
     del unet, optimizer
     gc.collect()
     return median(times), mem, dup
@@ -187,8 +187,8 @@ def main(argv=None) -> int:
             o_s, o_mem, o_dup = run_ours(case, args.device, args.warmup, args.steps, Path(tmp))
             r_s, r_mem, r_dup = (float("nan"), None, 0) if not case.cache_latents else \
                 run_reference(case, args.device, args.warmup, args.steps)
-            rows.append(Row(case, o_s, r_s, o_mem.peak, r_mem.peak if r_mem else 0, o_mem.beyond_baseline,
-                            r_mem.beyond_baseline if r_mem else 0, o_dup, r_dup))
+            rows.append(Row(case, o_s, r_s, o_mem.peak, r_mem.peak if r_mem else 0, o_mem.during_steps,
+                            r_mem.during_steps if r_mem else 0, o_dup, r_dup))
             print(format_rows(rows[-1:]), flush=True)
     print()
     print(environment(args))
@@ -198,7 +198,8 @@ def main(argv=None) -> int:
 
 def format_rows(rows: list[Row]) -> str:
     head = ("| configuration | ours s/step | diffusers+PEFT s/step | ratio (ours/ref) | ours peak | ref peak | "
-            "ours beyond model | ref beyond model | ours duplicated base weights | ref duplicated base weights |\n"
+            "ours memory during steps | ref memory during steps | ours duplicated base weights | "
+            "ref duplicated base weights |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:

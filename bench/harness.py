@@ -37,10 +37,17 @@ class MemoryWindow:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     step_peak: int = 0  # peak since reset_peak(): the training steps alone, after one-off setup (latent caching)
+    step_start: int = 0  # the level when the steps began
 
     @property
     def beyond_baseline(self) -> int:
         return max(0, (self.step_peak or self.peak) - self.baseline)
+
+    @property
+    def during_steps(self) -> int:
+        """What the steps themselves add (activations, gradients, optimizer state); on CPU the RSS never shrinks,
+        so heap retained from earlier setup would otherwise count."""
+        return max(0, (self.step_peak or self.peak) - (self.step_start or self.baseline))
 
     def reset_peak(self) -> None:
         """Start tracking `step_peak` now (the overall `peak` is kept)."""
@@ -48,6 +55,7 @@ class MemoryWindow:
             self.peak = max(self.peak, torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
         self.step_peak = rss_bytes() if not self.device.startswith("cuda") else torch.cuda.memory_allocated()
+        self.step_start = self.step_peak
 
 
 @contextmanager
@@ -86,8 +94,10 @@ def measure_memory(device: str):
         win.peak = max(win.peak, rss_bytes())
 
 
-def time_steps(step_fn, warmup: int, steps: int, device: str) -> list[float]:
+def time_steps(step_fn, warmup: int, steps: int, device: str, window: MemoryWindow | None = None) -> list[float]:
     """Run `step_fn()` warmup+steps times; return the timed durations (seconds)."""
+    if window is not None:
+        window.reset_peak()
     times = []
     for i in range(warmup + steps):
         if device.startswith("cuda"):
