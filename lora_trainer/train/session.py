@@ -12,6 +12,7 @@ import torch
 from ..arch.adapters import ModelAdapter
 from .attention import FusedAttention
 from .batches import TextEncoderCache
+from .caption_length import long_caption_warning
 from .checkpointing import GradientCheckpointing
 from .errors import Cancelled, TrainError
 from .optimizers import build_optimizer
@@ -113,6 +114,10 @@ class Session:
         self.items = list(dataset.items)
         for line in dataset.report.warnings:
             self.log(f"dataset: {line}")
+        warning = long_caption_warning(self.adapter, {item.path: item for item in self.items}.values(),
+                                       c.trigger_word)
+        if warning:
+            self.log(f"dataset: {warning}")
 
     def _prepare_latents(self):
         c = self.config
