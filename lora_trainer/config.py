@@ -75,7 +75,7 @@ class TrainConfig:
     optimizer: str = "AdamW"
     optimizer_args: dict = field(default_factory=dict)
     lr_scheduler: str = "constant"
-    lr_warmup_steps: float = 0  # int steps, or a fraction (< 1) of the total
+    lr_warmup_steps: float = 0.0  # int steps, or a fraction (< 1) of the total
     lr_scheduler_num_cycles: int = 1
     lr_scheduler_power: float = 1.0
     max_grad_norm: float = 1.0  # 0 disables clipping
@@ -100,6 +100,23 @@ class TrainConfig:
     resume_state: str = ""
     overwrite: bool = False
     training_comment: str = ""
+
+    # --- prodigy (used when optimizer is Prodigy; optimizer_args override these) ---
+    prodigy_d_coef: float = 1.0  # multiplies Prodigy's step-size estimate; < 1 learns more gently
+    prodigy_safeguard_warmup: bool = False  # HF SDXL recipe: True (no over-large estimate during warmup)
+    prodigy_use_bias_correction: bool = False  # HF SDXL recipe: True (Adam's bias correction)
+    prodigy_decouple: bool = True  # AdamW-style decoupled weight decay
+    prodigy_weight_decay: float = 0.0  # UNet LoRA (HF SDXL recipe: 1e-4)
+    prodigy_te_weight_decay: float = -1.0  # text-encoder LoRA and pivotal embeddings; < 0 = as the UNet
+
+    # --- pivotal tuning ---
+    pivotal_tuning: bool = False  # train new token embeddings together with the LoRA
+    pivotal_token: str = ""  # the word users type, e.g. "zkw"; replaced by the new vectors in every text encoder
+    pivotal_vectors_per_token: int = 2
+    pivotal_init: str = "random"  # "random" (randn at the table's mean norm) or a class word, e.g. "woman"
+    pivotal_lr: float = 0.0  # 0 = the text encoder's lr (the HF recipe); Prodigy needs all lrs equal
+    pivotal_frac: float = 0.5  # embeddings freeze after this fraction of the steps (train_text_encoder_ti_frac)
+    pivotal_embeddings_dir: str = ""  # where <token>.safetensors goes; the webui fills in its embeddings folder
 
     # --- previews (webui only) ---
     sample_prompts: list = field(default_factory=list)
@@ -146,6 +163,9 @@ class TrainConfig:
                 raise ConfigError(fname, f"{getattr(self, fname)!r} is not one of {', '.join(allowed)}")
         if self.loss_type == "huber" and not 0 < self.huber_c <= 1:
             raise ConfigError("huber_c", f"must be in (0, 1] for the Huber loss, got {self.huber_c}")
+        from .pivotal.options import validate_pivotal_and_prodigy
+
+        validate_pivotal_and_prodigy(self)
         if not self.caption_extension.startswith("."):
             self.caption_extension = "." + self.caption_extension
         return self

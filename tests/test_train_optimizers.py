@@ -143,6 +143,7 @@ def test_train_reports_a_missing_package_and_restores_the_model(tmp_path, monkey
     monkeypatch.setattr(optimizers, "importlib", types.SimpleNamespace(import_module=import_module))
     model = tiny_model("sd1")
     before = model_state(model)
-    result = train(model, make_config(tmp_path, "sd1", steps=2, optimizer="Prodigy", unet_lr=1.0))
+    result = train(model, make_config(tmp_path, "sd1", steps=2, optimizer="Prodigy", unet_lr=1.0,
+                                     text_encoder_lr=1.0))  # Prodigy: one lr for every part
     assert result.status == "error" and "'prodigyopt'" in result.message and "pip install" in result.message
     assert state_differences(before, model_state(model)) == []

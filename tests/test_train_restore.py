@@ -9,6 +9,7 @@ from conftest import tiny_model
 from test_train_loop import make_config, single_torch_thread  # noqa: F401
 
 from lora_trainer.lora_file import load_lora
+from lora_trainer.testing import build_tiny_model
 from lora_trainer.train import CancelToken, TrainHooks, train
 from lora_trainer.train.model_guard import ModelGuard
 from lora_trainer.train.verify import model_state, state_differences
@@ -156,3 +157,33 @@ def test_guard_reports_in_place_weight_changes():
     with torch.no_grad():
         model.weight.add_(1)
     assert guard.restore() == ["weight"]
+
+
+def test_guard_undoes_added_tokens_and_resized_embedding_tables():
+    """A trainer that added its token the diffusers way (tokenizer.add_tokens + a resized table) would leave the
+    webui's tokenizers and tables changed: the guard puts both back and names them."""
+    model = build_tiny_model("sdxl")  # first: it makes torchvision importable for open_clip
+    import open_clip
+
+    before = model_state(model)
+    guard = ModelGuard(model).snapshot()
+    te1 = model.conditioner.embedders[0]
+    table = te1.transformer.get_input_embeddings()
+    te1.tokenizer.add_tokens(["<zkw>"])
+    te1.transformer.resize_token_embeddings(len(te1.tokenizer))
+    oc = open_clip.tokenizer._tokenizer
+    oc.encoder["<zkw>"], oc.decoder[len(oc.decoder)] = len(oc.encoder), "<zkw>"
+    te2_table = model.conditioner.embedders[1].model.token_embedding  # resized in place, the other way to do it
+    rows = te2_table.num_embeddings
+    te2_table.weight = torch.nn.Parameter(torch.cat([te2_table.weight.detach(), te2_table.weight.detach()[:1]]))
+    te2_table.num_embeddings += 1
+    assert state_differences(before, model_state(model)) != []
+    changed = guard.restore()
+    assert any("tokenizer" in c and "49409" in c for c in changed), changed
+    assert any("open_clip" in c for c in changed) and any("num_embeddings" in c for c in changed), changed
+    assert te2_table.num_embeddings == rows == te2_table.weight.shape[0]
+    assert len(te1.tokenizer) == 49408 and "<zkw>" not in oc.encoder
+    assert te1.transformer.get_input_embeddings() is table and table.weight.shape[0] == 49408 == table.num_embeddings
+    assert te1.tokenizer("a <zkw>", add_special_tokens=False)["input_ids"] == \
+        build_tiny_model("sdxl").conditioner.embedders[0].tokenizer("a <zkw>", add_special_tokens=False)["input_ids"]
+    assert state_differences(before, model_state(model)) == []

@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sd1", choices=("sd1", "sd2", "sd2v", "sdxl"),
                         help="tiny random-weight model of this architecture to train on (default sd1)")
     parser.add_argument("--output-dir", type=Path, help="overrides the config's output_dir")
+    parser.add_argument("--recipe", default="", help="start from a recipe (README 'Recipes'); options the config "
+                                                     "sets to non-default values win")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every message")
 
 
@@ -72,6 +74,12 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         config = TrainConfig.load(args.config)
+        if args.recipe:
+            from ..recipes import apply_recipe
+
+            defaults = TrainConfig().to_dict()
+            explicit = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+            config = TrainConfig.from_dict(apply_recipe(explicit, args.recipe))
     except (OSError, ValueError) as exc:
         print(f"error: {args.config}: {exc}")
         return 2

@@ -130,6 +130,8 @@ def _train_epochs(s: Session, cancel: CancelToken, hooks: TrainHooks, emit, log)
                 break
             if cancel.cancelled:
                 return _cancelled(s, step, epoch_index, hooks, emit)
+            if s.pivotal is not None:
+                s.pivotal.before_step(step, s.optimizer, s.scheduler)  # freezes the vectors at pivotal_frac
             loss = _train_step(s, group, step, epoch_index)
             step += 1
             s.steps_done = step
@@ -170,6 +172,8 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
         with s.precision.autocast():
             if s.text_cache is not None:
                 text = s.text_cache.encode(batch.captions)
+            elif s.pivotal is not None:  # the new token's vectors substituted as the webui does at inference
+                text = s.adapter.encode_text(batch.captions, c.clip_skip, embeddings=s.pivotal.lookup)
             else:
                 text = s.adapter.encode_text(batch.captions, c.clip_skip)
         loss = diffusion_loss(s.adapter, batch, text, config=c, alphas_cumprod=s.alphas_cumprod,
@@ -215,10 +219,14 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
         cache_latents=s.cache_latents)
     written = save_network(path, s.network, arch=s.adapter.arch, config=c, training=training, report=s.report,
                            resolution=s.resolution, run=s.run, step=step, epoch=epoch,
-                           overwrite=True)  # clashes were refused before training
+                           overwrite=True,  # clashes were refused before training
+                           extra_tensors=s.pivotal.bundle() if s.pivotal is not None else None)
     s.files.append(written)
+    if s.pivotal is not None and written == final_file(s.output_dir, c.output_name):
+        s.pivotal.save_embedding_file(written, step)
     if c.save_state:
-        folder = save_state(state_dir(written), network_tensors=s.network.kohya_state_dict(),
+        bundle = s.pivotal.bundle() if s.pivotal is not None else {}
+        folder = save_state(state_dir(written), network_tensors={**s.network.kohya_state_dict(), **bundle},
                             optimizer=s.optimizer, scheduler=s.scheduler, scaler=s.scaler, step=step, epoch=epoch,
                             info={"seed": c.seed, "output_name": c.output_name, "arch": s.adapter.arch})
         s.state_dirs.append(folder)

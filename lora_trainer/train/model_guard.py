@@ -8,7 +8,7 @@ and buffer: dtype, device, requires_grad, its `.grad` and its in-place version c
 that back. Weights are never copied (an SDXL model is ~7 GB): the trainer never writes base weights, and the
 version counters prove it — `restore()` returns the names of tensors modified in place (expected: none), so a bug
 is reported instead of silently leaving a damaged model. Global RNG states (CPU, CUDA) are restored too, so
-training does not shift the webui's seeds.
+training does not shift the webui's seeds. Tokenizers and embedding-table sizes: train/tokenizer_guard.py.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class ModelGuard:
     _modules: Dict[int, tuple] = field(default_factory=dict)
     _tensors: Dict[str, _TensorState] = field(default_factory=dict)
     _rng: tuple = ()
+    _tokenizers: object = None
 
     def snapshot(self) -> ModelGuard:
         for module in self.model.modules():
@@ -67,6 +68,9 @@ class ModelGuard:
             self._tensors[name] = _TensorState(t, t.dtype, t.device, t.requires_grad, t.grad, t._version)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
         self._rng = (torch.get_rng_state(), cuda, random.getstate())
+        from .tokenizer_guard import TokenizerGuard
+
+        self._tokenizers = TokenizerGuard(self.model)  # tokenizers and embedding-table sizes (not tensors)
         return self
 
     def restore(self) -> List[str]:
@@ -103,6 +107,8 @@ class ModelGuard:
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
         random.setstate(py)
+        if self._tokenizers is not None:
+            changed.extend(self._tokenizers.restore())
         if changed:
             logger.error("base weights were modified in place during training (a bug): %s", ", ".join(changed[:10]))
         return changed

@@ -55,9 +55,6 @@ def build_optimizer(name: str, param_groups: List[dict], args: dict | None = Non
                            "learning rates and the scheduler are ignored")
             param_groups = [{k: v for k, v in g.items() if k != "lr"} for g in param_groups]
             kwargs["lr"] = None
-    if key == "prodigy" and max(g.get("lr", 0) for g in param_groups) < 0.1:
-        logger.warning("Prodigy expects learning rates around 1.0 (it adapts the step size itself); yours are "
-                       "below 0.1, so it will learn very slowly")
     first_lr = next((g["lr"] for g in param_groups if "lr" in g), None)
     try:
         if first_lr is not None and "lr" not in kwargs:

@@ -86,9 +86,10 @@ def training_metadata(config, *, arch: str, optimizer_description: str, precisio
 
 
 def save_network(path: Path, network, *, arch: str, config, training: dict, report, resolution: int, run: RunInfo,
-                 step: int, epoch: int, overwrite: bool) -> Path:
+                 step: int, epoch: int, overwrite: bool, extra_tensors: Optional[dict] = None) -> Path:
     """Write the LoRA (kohya keys, save_precision) with metadata via lora_file.save_lora (atomic, hashed).
-    `ss_output_name` is the file's stem, so A1111 shows epoch files under their own names."""
+    `ss_output_name` is the file's stem, so A1111 shows epoch files under their own names. `extra_tensors`:
+    pivotal tuning's `bundle_emb.*` embedding."""
     from ..lora_file import build_metadata, save_lora
 
     c = config
@@ -101,7 +102,8 @@ def save_network(path: Path, network, *, arch: str, config, training: dict, repo
         bucket_info=report.bucket_info() if report is not None else None, resolution=resolution,
         session_id=run.session_id, training_started_at=run.started_at, steps=step, epoch=epoch,
         clip_skip=c.clip_skip if arch == "sd1" and c.clip_skip > 1 else None)
-    return save_lora(path, network.kohya_state_dict(), metadata, SAVE_DTYPES[c.save_precision], overwrite=overwrite)
+    tensors = {**network.kohya_state_dict(), **(extra_tensors or {})}
+    return save_lora(path, tensors, metadata, SAVE_DTYPES[c.save_precision], overwrite=overwrite)
 
 
 def existing(paths: List[Path]) -> Optional[Path]:

@@ -60,6 +60,7 @@ class Session:
         self.checkpointing: Optional[GradientCheckpointing] = None
         self.attention: Optional[FusedAttention] = None
         self.start_step = 0
+        self.pivotal = None  # PivotalRun when pivotal tuning is on
 
     # ---- set-up ---------------------------------------------------------------------------------------------------
     def prepare(self) -> Session:
@@ -74,6 +75,10 @@ class Session:
         self.precision = resolve_precision(c.mixed_precision, self.device, adapter.unet_dtype)
         if self.precision.note:
             self.log(self.precision.note)
+        from ..pivotal.options import config_warnings
+
+        for warning in config_warnings(c):
+            self.log(f"warning: {warning}")
         self.resolution = c.resolution or adapter.native_resolution
         self._scan_dataset()
         self._prepare_latents()
@@ -83,7 +88,7 @@ class Session:
         if c.resume_state:
             self._resume(Path(c.resume_state).expanduser())
         self._check_outputs()
-        if not c.train_text_encoder:
+        if not c.train_text_encoder and self.pivotal is None:  # pivotal vectors change every step
             self.text_cache = TextEncoderCache(adapter, c.clip_skip)
             if c.cache_text_encoder_outputs:
                 self._precompute_text()
@@ -183,6 +188,7 @@ class Session:
 
         try:
             tensors, _ = load_lora(path)
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("bundle_emb.")}  # pivotal embeddings
             result = network.load_kohya_state_dict(tensors, strict=False)
         except (OSError, LoRAFormatError) as exc:
             raise TrainError(f"network_weights: cannot start from {path}: {exc}") from exc
@@ -192,12 +198,18 @@ class Session:
         self.log(f"starting from {path.name}")
 
     def _build_optimizer(self):
+        from ..pivotal.run import PivotalRun
+        from .prodigy import apply_group_weight_decay, prodigy_args
+
         c = self.config
-        groups = self.network.param_groups(c.unet_lr, c.text_encoder_lr)
+        groups = apply_group_weight_decay(c, self.network.param_groups(c.unet_lr, c.text_encoder_lr))
+        self.pivotal = PivotalRun.start(self)
+        if self.pivotal is not None:
+            groups.insert(0, self.pivotal.param_group())  # before the UNet group (the loop shows the last one)
         if not groups:
             raise TrainError("unet_lr: every trained part has learning rate 0, so nothing would be trained")
         self.trainable = [p for g in groups for p in g["params"]]
-        self.optimizer, self.optimizer_description = build_optimizer(c.optimizer, groups, c.optimizer_args)
+        self.optimizer, self.optimizer_description = build_optimizer(c.optimizer, groups, prodigy_args(c))
         self.scheduler = build_scheduler(c.lr_scheduler, self.optimizer, total_steps=self.total_steps,
                                          warmup_steps=c.warmup_steps(self.total_steps),
                                          num_cycles=c.lr_scheduler_num_cycles, power=c.lr_scheduler_power)
@@ -205,6 +217,8 @@ class Session:
 
     def _resume(self, folder: Path):
         meta, tensors = load_state(folder)
+        if self.pivotal is not None:
+            tensors = self.pivotal.load_bundle(tensors)
         self.network.load_kohya_state_dict(tensors, strict=True)
         try:
             self.optimizer.load_state_dict(meta["optimizer"])

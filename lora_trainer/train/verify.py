@@ -20,9 +20,9 @@ def _tensor_digest(t: torch.Tensor) -> str:
 
 
 def model_state(model: nn.Module) -> dict:
-    """{"tensors": {name: (dtype, device, requires_grad, has_grad, sha1)}, "modules": {name: (...)}}: equal
-    dicts mean equal weights, dtypes, devices, requires_grad, grads, training flags, attributes, instance
-    forwards, hooks and children."""
+    """{"tensors": {name: (dtype, device, requires_grad, has_grad, sha1)}, "modules": {name: (...)},
+    "tokenizers": {name: (class, size, added tokens)}}: equal dicts mean equal weights (and table sizes), dtypes,
+    devices, requires_grad, grads, training flags, attributes, instance forwards, hooks, children and vocabularies."""
     tensors = {}
     for prefix, module in model.named_modules():
         for kind in ("_parameters", "_buffers"):
@@ -37,14 +37,23 @@ def model_state(model: nn.Module) -> dict:
         modules[name] = (type(module).__name__, module.training, tuple(sorted(module.__dict__)),
                          "forward" in module.__dict__, tuple(sorted(hooks.items())), tuple(module._modules),
                          id(module))
-    return {"tensors": tensors, "modules": modules}
+    from .tokenizer_guard import find_tokenizers, tokenizer_size
+
+    tokenizers = {name: (type(tok).__name__, tokenizer_size(tok), repr(sorted(map(str, _added_vocab(tok)))))
+                  for name, tok in find_tokenizers(model).items()}
+    return {"tensors": tensors, "modules": modules, "tokenizers": tokenizers}
+
+
+def _added_vocab(tok) -> list:
+    get = getattr(tok, "get_added_vocab", None)
+    return list(get()) if get is not None else list(getattr(tok, "encoder", {}))[-64:]
 
 
 def state_differences(before: dict, after: dict, limit: int = 10) -> list:
     """Human-readable differences between two model_state() results (empty list = identical)."""
     out = []
-    for section in ("tensors", "modules"):
-        a, b = before[section], after[section]
+    for section in ("tensors", "modules", "tokenizers"):
+        a, b = before.get(section, {}), after.get(section, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 out.append(f"{section} {key}: {a.get(key)} -> {b.get(key)}")

@@ -23,6 +23,7 @@ PREFIX = "/train-lora/v1"
 
 class StartRequest(BaseModel):
     config: Dict[str, Any] = Field(..., description="TrainConfig options (docs/OPTIONS.md); missing ones default")
+    recipe: Optional[str] = Field(None, description="a recipe name (README 'Recipes'); `config` options win")
 
 
 class StartResponse(BaseModel):
@@ -102,8 +103,10 @@ def basic_auth(get_credentials: Callable[[], Optional[Dict[str, str]]]):
     return check
 
 
-def config_from_json(data: Dict[str, Any], default_output_dir: str) -> TrainConfig:
-    data = dict(data)
+def config_from_json(data: Dict[str, Any], default_output_dir: str, recipe: Optional[str] = None) -> TrainConfig:
+    from lora_trainer.recipes import apply_recipe
+
+    data = apply_recipe(data, recipe)
     if not data.get("output_dir"):
         data["output_dir"] = default_output_dir
     return TrainConfig.from_dict(data).validate()
@@ -126,7 +129,7 @@ def register_routes(app, runner: JobRunner, prefix: str = PREFIX) -> None:
 
     def start(request: StartRequest) -> StartResponse:
         try:
-            config = config_from_json(request.config, host.default_output_dir())
+            config = config_from_json(request.config, host.default_output_dir(), request.recipe)
             job = runner.start(config)
         except ConfigError as exc:
             raise _refuse(422, str(exc), exc.field) from exc

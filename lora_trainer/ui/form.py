@@ -113,6 +113,36 @@ FIELDS: List[Field] = [
     Field("huber_schedule", "Huber schedule", "choice", "training", choices=HUBER_SCHEDULES, advanced=True),
     Field("min_timestep", "Min timestep", "int", "training", advanced=True),
     Field("max_timestep", "Max timestep", "int", "training", advanced=True),
+    # prodigy (applies when the optimizer is Prodigy)
+    Field("prodigy_d_coef", "Prodigy d_coef", "float", "training", "Prodigy only: scales its step-size estimate; "
+          "below 1 learns more gently. Keep the learning rates at 1.0.", advanced=True),
+    Field("prodigy_safeguard_warmup", "Prodigy safeguard_warmup", "bool", "training",
+          "Prodigy only: avoids an over-large estimate during warm-up (HF SDXL recipe: on).", advanced=True),
+    Field("prodigy_use_bias_correction", "Prodigy use_bias_correction", "bool", "training",
+          "Prodigy only: Adam's bias correction (HF SDXL recipe: on).", advanced=True),
+    Field("prodigy_decouple", "Prodigy decoupled weight decay", "bool", "training", "Prodigy only: AdamW-style.",
+          advanced=True),
+    Field("prodigy_weight_decay", "Prodigy weight decay (UNet)", "float", "training",
+          "Prodigy only (HF SDXL recipe: 1e-4).", advanced=True),
+    Field("prodigy_te_weight_decay", "Prodigy weight decay (text encoder)", "float", "training",
+          "Prodigy only; also the pivotal embeddings' (HF SDXL recipe: 1e-3). Negative = as the UNet.",
+          advanced=True),
+    # pivotal tuning (network section: it trains new token embeddings with the LoRA)
+    Field("pivotal_tuning", "Pivotal tuning (train a new token with the LoRA)", "bool", "network",
+          "Trains new embedding vectors for the token below, bundled in the LoRA file (the webui loads them with "
+          "<lora:NAME>) and saved as an embedding file."),
+    Field("pivotal_token", "Pivotal token", "text", "network", "The word you will type, e.g. zkw (letters, "
+          "digits, - and _). Becomes the trigger word when that is empty."),
+    Field("pivotal_vectors_per_token", "Vectors per token", "int", "network", "2 in the HF recipe.",
+          advanced=True),
+    Field("pivotal_init", "Initialise the token from", "text", "network",
+          "random, or a class word (woman, dog, watercolor).", advanced=True),
+    Field("pivotal_lr", "Pivotal learning rate", "float", "network",
+          "0 = the text encoder's learning rate (must equal the others with Prodigy).", advanced=True),
+    Field("pivotal_frac", "Train the token for this fraction of the steps", "float", "network",
+          "Then it freezes and the LoRA trains on (HF recipe: 0.5).", advanced=True),
+    Field("pivotal_embeddings_dir", "Embeddings folder", "text", "network",
+          "Where <token>.safetensors is saved; empty = the webui's embeddings folder.", advanced=True),
     # 4) previews
     Field("sample_prompts", "Preview prompts", "textarea", "previews",
           "One per line; kohya options work: --n negative --w 512 --h 512 --s 20 --l 7 --d 1234."),
@@ -239,6 +269,20 @@ def _parse_scalar_or_tuple(raw: str) -> Any:
         return json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
     except ValueError:
         return raw
+
+
+# ---- recipes ----------------------------------------------------------------------------------------------------
+def apply_recipe_to_values(values: Dict[str, Any], name: str, loaded_arch: str = "") -> tuple:
+    """(new tab values, markdown note) with the recipe's settings filled in; other fields keep their values."""
+    from lora_trainer.recipes import get_recipe
+
+    recipe = get_recipe(name)
+    out = dict(values)
+    for key, value in recipe.settings.items():
+        if key not in FIELDS_BY_KEY:
+            raise ConfigError(key, f"recipe {recipe.name!r} sets an option the tab does not have")
+        out[key] = _to_display(key, value)
+    return out, recipe.describe(loaded_arch)
 
 
 # ---- messages ---------------------------------------------------------------------------------------------------

@@ -67,9 +67,12 @@ class Handlers:
 
     @guarded(3)
     def start(self, *args):
+        from lora_trainer.pivotal.options import config_warnings
+
         config = self._config(args)
         job = self.runner.start(config)
-        return panels.status_markdown(job.snapshot()), job.task_id, self.model_info()
+        warnings = "".join(f"\n\n⚠ {w}" for w in config_warnings(config))  # e.g. Prodigy with lr 1e-4
+        return panels.status_markdown(job.snapshot()) + warnings, job.task_id, self.model_info()
 
     @guarded(1)
     def cancel(self):
@@ -126,6 +129,21 @@ class Handlers:
     def settings_json(self, *args):
         config = self._config(args)
         return json.dumps(config.to_dict(), indent=2), "POST this as `{\"config\": ...}` to /train-lora/v1/start."
+
+    def apply_recipe(self, name: str, *args) -> List[Any]:
+        """Fill the form from a recipe; the note says what was set and why (and warns about Prodigy lrs)."""
+        try:
+            from lora_trainer.arch.detect import detect_arch
+
+            model = self.host.model()
+            arch = detect_arch(model) if model is not None else ""
+        except Exception:  # no model / unsupported: the recipe still applies
+            arch = ""
+        try:
+            values, note = form.apply_recipe_to_values(self._values(args), name, arch)
+        except ConfigError as exc:
+            return [_error(form.describe_error(exc))] + [gr.update() for _ in form.FIELDS]
+        return [note] + [values[f.key] for f in form.FIELDS]
 
     def load_json(self, text: str) -> List[Any]:
         try:

@@ -58,6 +58,13 @@ class Host:
     def refresh_loras(self) -> None:
         """Re-list the Lora folder so new files show up as cards."""
 
+    def reload_embeddings(self) -> None:
+        """Re-read the embeddings folder, so a pivotal-tuning token works in txt2img at once."""
+
+    def embeddings_dir(self) -> str:
+        """The textual-inversion embeddings folder, or "" when there is none (then only the bundled copy)."""
+        return ""
+
     # ---- previews --------------------------------------------------------------------------------------------
     def txt2img(self, prompt: str, negative_prompt: str, seed: int, steps: int, cfg_scale: float, width: int,
                 height: int):

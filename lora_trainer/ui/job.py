@@ -239,6 +239,11 @@ class JobRunner:
                 host.refresh_loras()
             except Exception as exc:
                 job.add_log(f"could not refresh the Lora cards: {exc}")
+            if job.config.pivotal_tuning:
+                try:
+                    host.reload_embeddings()
+                except Exception as exc:
+                    job.add_log(f"could not reload the embeddings (restart the webui to see the token): {exc}")
             job.finish(*outcome)
             host.end(job.task_id)
 

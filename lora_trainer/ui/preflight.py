@@ -72,6 +72,8 @@ def preflight(host: Host, config: TrainConfig) -> Checked:
         raise JobRefused(f"Resume from state folder: '{config.resume_state}' is not a folder.", "resume_state")
     if not config.output_dir:
         config.output_dir = host.default_output_dir()
+    if config.pivotal_tuning and not config.pivotal_embeddings_dir:
+        config.pivotal_embeddings_dir = host.embeddings_dir()
     out_dir = Path(config.output_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise JobRefused(f"Output folder: '{config.output_dir}' is a file.", "output_dir")

@@ -62,6 +62,8 @@ def _folder_picker(components, key: str, handlers: Handlers):
 
 def _section(section: str, values, components, handlers: Handlers, open_: bool = True, placeholders=None):
     with gr.Accordion(SECTION_TITLES[section], open=open_, elem_id=f"train_lora_section_{section}"):
+        if section == "training":
+            _recipe_picker(components)
         basic = _fields_in(section, advanced=False)
         if section == "dataset":
             _folder_picker(components, "train_dir", handlers)
@@ -72,6 +74,17 @@ def _section(section: str, values, components, handlers: Handlers, open_: bool =
         if advanced:
             with gr.Accordion("Advanced", open=False):
                 _render_fields(advanced, values, components, placeholders)
+
+
+def _recipe_picker(components):
+    from lora_trainer.recipes import recipe_names
+
+    with gr.Row():
+        components["_recipe"] = gr.Dropdown(label="Recipe", choices=recipe_names(), value=None,
+                                            elem_id="train_lora_recipe",
+                                            info="Fills the form with a known-good starting point and says why.")
+    components["_recipe_note"] = gr.Markdown(elem_id="train_lora_recipe_note")
+    _no_save(components["_recipe"], components["_recipe_note"])
 
 
 def build_tab(runner) -> gr.Blocks:
@@ -149,5 +162,7 @@ def build_tab(runner) -> gr.Blocks:
             None, _js="train_lora_attach_progress", inputs=[task_id])
         send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
+        components["_recipe"].select(handlers.apply_recipe, inputs=[components["_recipe"], *field_inputs],
+                                     outputs=[components["_recipe_note"], *field_inputs])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
     return blocks

@@ -109,6 +109,16 @@ class WebuiHost(Host):
         processing.StableDiffusionProcessingTxt2Img.cached_hr_c = [None, None]
         processing.StableDiffusionProcessingTxt2Img.cached_hr_uc = [None, None]
 
+    def reload_embeddings(self) -> None:
+        from modules import sd_hijack
+
+        sd_hijack.model_hijack.embedding_db.load_textual_inversion_embeddings(force_reload=True)
+
+    def embeddings_dir(self) -> str:
+        from modules import shared
+
+        return getattr(shared.cmd_opts, "embeddings_dir", None) or ""
+
     def refresh_loras(self) -> None:
         networks = sys.modules.get("networks")
         if networks is not None:
