@@ -187,3 +187,15 @@ def test_guard_undoes_added_tokens_and_resized_embedding_tables():
     assert te1.tokenizer("a <zkw>", add_special_tokens=False)["input_ids"] == \
         build_tiny_model("sdxl").conditioner.embedders[0].tokenizer("a <zkw>", add_special_tokens=False)["input_ids"]
     assert state_differences(before, model_state(model)) == []
+
+
+@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl"])
+def test_guard_reports_nothing_when_tokenizers_were_only_used(arch):
+    """Tokenizing (which fills the tokenizers' caches) is not a change; only a changed vocabulary is."""
+    from lora_trainer.arch.adapters import get_adapter
+
+    model = tiny_model(arch)
+    guard = ModelGuard(model).snapshot()
+    with torch.no_grad():
+        get_adapter(model).encode_text(["a photo of zkw, a new word"], 1)
+    assert guard.restore() == []

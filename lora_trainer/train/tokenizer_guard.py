@@ -39,6 +39,18 @@ def _state_keys(tok) -> List[str]:
     return [k for k in keys if any(mark in k for mark in _HF_MARKS)]
 
 
+def _fingerprint(value):
+    """A comparable form: tokenizer helpers such as HF's Trie have no __eq__, so compare their contents."""
+    if isinstance(value, dict):
+        return {str(k): _fingerprint(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_fingerprint(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return (type(value).__name__, _fingerprint(vars(value)))
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
 def tokenizer_size(tok) -> int:
     try:
         return len(tok)
@@ -48,18 +60,19 @@ def tokenizer_size(tok) -> int:
 
 class TokenizerGuard:
     def __init__(self, model: nn.Module):
-        self.tokenizers: Dict[str, Tuple[object, int, dict]] = {}
+        self.tokenizers: Dict[str, Tuple[object, int, dict, object]] = {}
         for name, tok in find_tokenizers(model).items():
             saved = {k: copy.deepcopy(vars(tok)[k]) for k in _state_keys(tok)}
-            self.tokenizers[name] = (tok, tokenizer_size(tok), saved)
+            self.tokenizers[name] = (tok, tokenizer_size(tok), saved, _fingerprint(saved))
         self.tables = [(name, m, m.num_embeddings) for name, m in model.named_modules()
                        if isinstance(m, nn.Embedding)]
 
     def restore(self) -> List[str]:
         """Put tokenizers and table sizes back; return what had changed."""
         changed = []
-        for name, (tok, size, saved) in self.tokenizers.items():
-            if tokenizer_size(tok) != size or any(vars(tok).get(k) != v for k, v in saved.items()):
+        for name, (tok, size, saved, fingerprint) in self.tokenizers.items():
+            now = _fingerprint({k: vars(tok).get(k) for k in saved})
+            if tokenizer_size(tok) != size or now != fingerprint:
                 changed.append(f"{name} ({tokenizer_size(tok)} tokens, was {size})")
                 for key, value in saved.items():
                     setattr(tok, key, value)
