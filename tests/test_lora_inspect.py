@@ -52,14 +52,16 @@ def test_inspect_explains_what_a1111_would_not_apply(tmp_path, capsys):
     tensors = LoRANetwork.create(tiny_model("sd2"), rank=4).kohya_state_dict()
     broken = {k: v for k, v in tensors.items() if not k.startswith("lora_te_text_model_encoder_layers_1_self_attn_q")}
     del broken["lora_unet_up_blocks_1_attentions_0_proj_out.alpha"]
-    broken["bundle_emb.cat.string_to_param.*"] = torch.zeros(1, 4)
+    broken["bundle_emb.cat.string_to_param.*"] = torch.zeros(1, 4)  # the webui loads these: a note, no problem
+    broken["emb_params"] = torch.zeros(1, 4)
     broken["lora_unet_conv_in.lora_down.weight"] = torch.zeros(4, 4, 3, 3)
     broken["lora_unet_conv_in.lora_up.weight"] = torch.zeros(4, 4, 1, 1)
     broken["lora_unet_conv_in.alpha"] = torch.tensor(4.0)
     assert main(["inspect", str(_save(tmp_path, "sd2", tensors=broken))]) == 1
     out = capsys.readouterr().out
     assert "NOT compatible" in out
-    assert "1 keys with an unknown prefix (first: bundle_emb)" in out
+    assert "1 keys with an unknown prefix (first: emb_params)" in out
+    assert "bundled embeddings (the webui loads them with the LoRA): cat" in out
     assert "1 modules without alpha (first: lora_unet_up_blocks_1_attentions_0_proj_out)" in out
     assert "not layers of sd2 under kohya/A1111 naming (first: lora_unet_conv_in)" in out
     assert "without all of q/k/v/out_proj (A1111 skips them) (first: lora_te_text_model_encoder_layers_1)" in out

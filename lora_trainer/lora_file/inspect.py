@@ -67,6 +67,9 @@ def inspect_lora(path) -> LoRAReport:
     for key in sorted(tensors):
         name, _, part = key.partition(".")
         groups.setdefault(name, {})[part] = tensors[key]
+    bundled = sorted({part.split(".")[0] for part in groups.pop("bundle_emb", {})})
+    if bundled:  # pivotal tuning / textual inversion in the webui's bundle layout
+        notes.append(f"bundled embeddings (the webui loads them with the LoRA): {', '.join(bundled)}")
     _summarise(problems, "keys with an unknown prefix", [n for n in groups if not n.startswith(KNOWN_PREFIXES)])
     groups = {n: g for n, g in groups.items() if n.startswith(KNOWN_PREFIXES)}
     _summarise(problems, "tensors other than lora_down/lora_up/alpha",
