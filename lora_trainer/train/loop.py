@@ -172,10 +172,9 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
         with s.precision.autocast():
             if s.text_cache is not None:
                 text = s.text_cache.encode(batch.captions)
-            elif s.pivotal is not None:  # the new token's vectors substituted as the webui does at inference
-                text = s.adapter.encode_text(batch.captions, c.clip_skip, embeddings=s.pivotal.lookup)
-            else:
-                text = s.adapter.encode_text(batch.captions, c.clip_skip)
+            else:  # pivotal tuning: the new token's vectors substituted as the webui does at inference
+                lookup = s.pivotal.lookup if s.pivotal is not None else None
+                text = s.adapter.encode_text(batch.captions, c.clip_skip, prompts=s.prompts, embeddings=lookup)
         loss = diffusion_loss(s.adapter, batch, text, config=c, alphas_cumprod=s.alphas_cumprod,
                               generator=generator, precision=s.precision)
         value = float(loss.detach())
