@@ -12,6 +12,7 @@ from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.pivotal import PivotalEmbeddings, bundle_tensors, embedding_file_tensors, read_bundle
 from lora_trainer.pivotal.embeddings import token_ids, token_table
 from lora_trainer.pivotal.options import config_warnings
+from lora_trainer.testing import build_tiny_model
 
 
 def _config(**overrides):
@@ -142,3 +143,25 @@ def test_prodigy_fields_reach_the_optimizer_and_te_weight_decay_its_groups():
     assert groups[0]["weight_decay"] == 1e-3 and "weight_decay" not in groups[1]
     c.optimizer_args = {"d_coef": 2.0}
     assert prodigy_args(c)["d_coef"] == 2.0  # optimizer_args win
+
+
+def test_the_table_is_found_under_the_webuis_hijack_wrapper():
+    """In the webui, sd_hijack wraps every token embedding in `EmbeddingsWithFixes(wrapped, …)` (no `.weight`)."""
+
+    class EmbeddingsWithFixes(torch.nn.Module):  # the webui's shape: the table sits in `.wrapped`
+        def __init__(self, wrapped):
+            super().__init__()
+            self.wrapped = wrapped
+
+        def forward(self, input_ids):
+            return self.wrapped(input_ids)
+
+    model = build_tiny_model("sdxl")
+    adapter = get_adapter(model)
+    tables = [token_table(part) for part in adapter.text_encoders]
+    te1, te2 = (part.embedder for part in adapter.text_encoders)
+    te1.transformer.text_model.embeddings.token_embedding = EmbeddingsWithFixes(tables[0])
+    te2.model.token_embedding = EmbeddingsWithFixes(tables[1])
+    assert [token_table(part) for part in adapter.text_encoders] == tables
+    emb = PivotalEmbeddings.create(adapter, _config(pivotal_init="dog"))
+    assert torch.equal(emb.embedding.params["clip_g"][0].detach(), tables[1].weight[token_ids(adapter, "dog")[0]])

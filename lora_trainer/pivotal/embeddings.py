@@ -18,10 +18,15 @@ PIVOTAL_GROUP = "pivotal"
 
 
 def token_table(part) -> nn.Embedding:
-    """The text encoder's token-embedding table (HF CLIP or OpenCLIP)."""
+    """The text encoder's token-embedding table (HF CLIP or OpenCLIP); in the webui it is wrapped by the hijack's
+    `EmbeddingsWithFixes` (`.wrapped` is the nn.Embedding)."""
     if part.kind == "hf_clip":
-        return part.embedder.transformer.text_model.embeddings.token_embedding
-    return part.embedder.model.token_embedding
+        table = part.embedder.transformer.text_model.embeddings.token_embedding
+    else:
+        table = part.embedder.model.token_embedding
+    while not hasattr(table, "weight") and hasattr(table, "wrapped"):
+        table = table.wrapped
+    return table
 
 
 def token_ids(adapter, text: str) -> List[int]:
