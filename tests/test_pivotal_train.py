@@ -146,3 +146,45 @@ def test_starting_from_a_pivotal_lora_file_skips_its_bundle(tmp_path):
     again = train(model, make_config(tmp_path / "b", "sd1", steps=1, network_weights=str(first.final_file),
                                      train_text_encoder=False))
     assert again.status == "completed", again.message
+
+
+def test_previews_get_the_token_vectors_and_the_host_knows_the_token_only_while_they_run(tmp_path):
+    """The engine hands previews the live vectors; PreviewMaker holds host.preview_embedding around every txt2img
+    (the webui registers the token there and unregisters it after)."""
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ui_fakes import FakeHost
+
+    from lora_trainer.ui.job import TrainingJob
+    from lora_trainer.ui.previews import PreviewMaker
+
+    class TokenHost(FakeHost):
+        known = None
+        seen = []
+
+        @contextlib.contextmanager
+        def preview_embedding(self, embedding):
+            TokenHost.known = embedding
+            try:
+                yield
+            finally:
+                TokenHost.known = None
+
+        def txt2img(self, prompt, *args, **kwargs):
+            known = TokenHost.known
+            TokenHost.seen.append((prompt, known.name, {k: v.detach().clone() for k, v in known.params.items()}))
+            return super().txt2img(prompt, *args, **kwargs)
+
+    config = make_config(tmp_path, "sd1", steps=4, sample_every_n_steps=1, sample_weights=[1.0],
+                         train_text_encoder=False, pivotal_tuning=True, pivotal_token="zkw", pivotal_lr=5e-2)
+    host = TokenHost()
+    previews = PreviewMaker(host, TrainingJob(config, "task(x)", "tiny", "sd1"))
+    result = train(tiny_model("sd1"), config, hooks=TrainHooks(on_sample=previews))
+    assert result.status == "completed", result.message
+    assert [(p, name) for p, name, _ in TokenHost.seen] == [("zkw", "zkw")] * 4  # the trigger word is the prompt
+    first, second = TokenHost.seen[0][2]["clip_l"], TokenHost.seen[1][2]["clip_l"]
+    assert not torch.equal(first, second)  # each preview sees the vectors trained so far
+    assert TokenHost.known is None

@@ -242,7 +242,8 @@ def _sample(s: Session, step: int, epoch: int, hooks: TrainHooks) -> None:
     s.network.eval()
     try:
         with torch.no_grad():
-            hooks.on_sample(step, epoch, s.network, s.adapter)
+            extra = {"embedding": s.pivotal.embeddings.embedding} if s.pivotal is not None else {}
+            hooks.on_sample(step, epoch, s.network, s.adapter, **extra)
     finally:
         s.network.train()
         if s.config.gradient_checkpointing:

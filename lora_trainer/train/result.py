@@ -28,7 +28,8 @@ class TrainResult:
 @dataclass
 class TrainHooks:
     """on_sample(step, epoch, network, adapter): every config.sample_every_n_steps / _epochs, with the LoRA
-    attached to the model and gradient checkpointing off, so the caller can render previews with the model.
+    attached to the model and gradient checkpointing off, so the caller can render previews with the model (with
+    pivotal tuning also `embedding=` the token's vectors so far).
     on_saved(path): after each LoRA file is written. on_log(text): human-readable log lines."""
 
     on_sample: Optional[Callable[[int, int, Any, Any], None]] = None

@@ -75,6 +75,11 @@ class Host:
         """One image with the webui's own txt2img processing (PIL.Image), or None when it is not available."""
         return None
 
+    def preview_embedding(self, embedding) -> ContextManager:
+        """While previews run, the webui knows the pivotal-tuning token (`embedding`: name, vec, vectors, shape,
+        the values trained so far); afterwards its embedding list is as before."""
+        return contextlib.nullcontext()
+
     def show_preview(self, image) -> None:
         """Show an image as the progress bar's live preview."""
 

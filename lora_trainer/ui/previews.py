@@ -101,7 +101,12 @@ class PreviewMaker:
             lines = [self.config.trigger_word]
         return [parse_prompt_line(line) for line in lines]
 
-    def __call__(self, step: int, epoch: int, network, adapter=None) -> List[str]:
+    def __call__(self, step: int, epoch: int, network, adapter=None, embedding=None) -> List[str]:
+        """`embedding`: the pivotal-tuning token's vectors so far (the webui knows the token while previews run)."""
+        with self.host.preview_embedding(embedding):
+            return self._make(step, network)
+
+    def _make(self, step: int, network) -> List[str]:
         prompts = self.prompts()
         if not prompts:
             self.job.add_log("preview skipped: no preview prompt and no trigger word")

@@ -127,6 +127,26 @@ class WebuiHost(Host):
 
         return getattr(shared.cmd_opts, "embeddings_dir", None) or ""
 
+    @contextlib.contextmanager
+    def preview_embedding(self, embedding):
+        from modules import sd_hijack
+        from modules.textual_inversion.textual_inversion import Embedding
+
+        if embedding is None:
+            yield
+            return
+        db, model = sd_hijack.model_hijack.embedding_db, self.model()
+        previous = db.word_embeddings.get(embedding.name)  # e.g. an older <token>.safetensors from the folder
+        vec = embedding.vec
+        vec = {k: v.detach() for k, v in vec.items()} if isinstance(vec, dict) else vec.detach()
+        shown = Embedding(vec, embedding.name)
+        shown.vectors, shown.shape, shown.shorthash = embedding.vectors, embedding.shape, "training"
+        db.register_embedding(shown, model)
+        try:
+            yield
+        finally:
+            db.register_embedding_by_name(previous, model, embedding.name)  # None unregisters it
+
     def refresh_loras(self) -> None:
         networks = sys.modules.get("networks")
         if networks is not None:
