@@ -188,3 +188,18 @@ def test_previews_get_the_token_vectors_and_the_host_knows_the_token_only_while_
     first, second = TokenHost.seen[0][2]["clip_l"], TokenHost.seen[1][2]["clip_l"]
     assert not torch.equal(first, second)  # each preview sees the vectors trained so far
     assert TokenHost.known is None
+
+
+def test_pivotal_with_the_text_encoder_trained_too(tmp_path):
+    model = tiny_model("sd1")
+    before = model_state(model)
+    config = make_config(tmp_path, "sd1", steps=2, save_precision="fp32", pivotal_tuning=True, pivotal_token="zkw",
+                         pivotal_lr=5e-2, train_text_encoder=True)
+    result = train(model, config)
+    assert result.status == "completed", result.message
+    tensors, _ = load_lora(result.final_file)
+    initial = PivotalEmbeddings.create(get_adapter(model), config).tensors()["clip_l"]
+    assert not torch.equal(read_bundle(tensors)["zkw"], initial)
+    assert any(k.startswith("lora_te_") and k.endswith("lora_up.weight") and v.abs().sum() > 0
+               for k, v in tensors.items())  # the TE LoRA trained as well (lora_up starts at zero)
+    assert state_differences(before, model_state(model)) == []
