@@ -22,7 +22,10 @@ ids of an embedding's trigger text start at `offset`, return it and the number o
                         "clip_g": [vectors, 1280]} (TE1 reads "clip_l", TE2 "clip_g"; SD1/SD2 use the tensor)
     embedding.name    : str (optional; used in error messages)
 
-An embedding never straddles two chunks (a chunk is closed early when it would not fit). The chunker records a
+Lookups run per emphasis piece (with weighted captions "(sks:1.2)" is the piece "sks"; off, the whole caption is one
+piece). An embedding never straddles two chunks (a chunk is closed early when it would not fit). As in the webui, when
+comma back-tracking moves the tail of a full chunk to the next one, fixes in that tail stay with the first chunk (the
+webui then writes the vectors over that chunk's padding): parity over tidiness. The chunker records a
 `ChunkFix(offset, embedding)` per occurrence in that chunk (offset counted after BOS); the encoder looks the ids up in
 the token-embedding table, then replaces rows offset+1 … offset+vectors with `embedding.vec` via a forward hook on the
 token-embedding module that exists only during the call (always removed, also on errors), so the host's model is
