@@ -55,3 +55,15 @@ def test_mixed_caption_lengths_train_and_the_cache_matches_direct_encoding(tmp_p
         torch.testing.assert_close(cached, direct, atol=1e-5, rtol=1e-4)
         if arch == "sdxl":
             torch.testing.assert_close(cached_pooled, direct_pooled, atol=1e-5, rtol=1e-4)
+
+
+def test_a_caption_the_emphasis_grammar_rejects_stops_before_training_naming_the_file(tmp_path):
+    config = make_config(tmp_path, "sd1", steps=2, weighted_captions=True)
+    bad = sorted(Path(config.train_dir).rglob("*.txt"))[0]
+    bad.write_text("demo, (red:1.2.3) circle", encoding="utf-8")
+    result = train(tiny_model("sd1"), config)
+    assert result.status == "error" and result.message.startswith("weighted_captions")
+    assert bad.name.replace(".txt", "") in result.message and "1.2.3" in result.message
+    config.weighted_captions = False  # off, brackets are text: the same caption trains
+    config.output_dir = str(tmp_path / "out2")
+    assert train(tiny_model("sd1"), config).status == "completed"
