@@ -31,7 +31,8 @@ the token-embedding table, then replaces rows offset+1 … offset+vectors with `
 token-embedding module that exists only during the call (always removed, also on errors), so the host's model is
 unchanged after and autograd flows into `vec` when it requires grad. Emphasis weights apply to the vectors' outputs
 as to any token. Trigger-text matching, tokenisation of the trigger, and the vectors' dtype are the lookup's business
-(vectors are cast to the token embeddings' dtype and device at use).
+(vectors are cast to the token embeddings' dtype and device at use). `EmbeddingLookup({"sks": emb}, rules)`
+(lookup.py) is one built the webui's way; the webui's own `EmbeddingDatabase` works as is.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from .chunks import (
 )
 from .emphasis import EmphasisError, apply_original_emphasis, parse_emphasis
 from .fixes import apply_fixes, fixes_applied
+from .lookup import EmbeddingLookup
 
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 
@@ -75,7 +77,8 @@ class PromptOptions:
 
 
 __all__ = [
-    "CHUNK_LENGTH", "COMMA_PADDING_BACKTRACK", "MAX_TOKEN_LENGTHS", "ChunkFix", "EmphasisError", "PromptChunk",
+    "CHUNK_LENGTH", "COMMA_PADDING_BACKTRACK", "MAX_TOKEN_LENGTHS", "ChunkFix", "EmbeddingLookup", "EmphasisError",
+    "PromptChunk",
     "PromptOptions", "TokenizerRules", "apply_fixes", "apply_original_emphasis", "empty_chunk", "fixes_applied",
     "pad_to_longest", "parse_emphasis", "tokenize_line", "transformer_ids",
 ]
