@@ -218,6 +218,8 @@ class TrainConfig:
 
 
 def _validate_prompt_encoding(cfg) -> None:
+    if not 0 <= cfg.clip_skip <= 12:
+        raise ConfigError("clip_skip", f"must be 0 (follow the webui) or 1-12 (CLIP's layers), got {cfg.clip_skip}")
     if cfg.max_token_length not in (75, 150, 225):
         raise ConfigError("max_token_length", f"must be 75, 150 or 225 (one to three 75-token chunks), "
                                               f"got {cfg.max_token_length}")

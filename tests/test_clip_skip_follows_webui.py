@@ -80,3 +80,8 @@ def test_max_token_length_is_validated():
     TrainConfig(train_dir="x", max_token_length=150).validate()
     with pytest.raises(ConfigError, match="max_token_length"):
         TrainConfig(train_dir="x", max_token_length=100).validate()
+
+
+def test_clip_skip_is_validated():
+    with pytest.raises(ConfigError, match="clip_skip"):
+        TrainConfig(train_dir="x", clip_skip=13).validate()

@@ -153,6 +153,30 @@ def test_embeddings_take_placeholder_tokens_and_a_fix(rules):
     assert chunks[0].tokens[74:] == [EOS] * 3
 
 
+def test_comma_back_tracking_leaves_an_embeddings_fix_in_the_first_chunk_as_the_webui(rules):
+    trigger = _ids(rules, "sks")
+    emb = SimpleNamespace(name="sks", vectors=2, vec=torch.zeros(2, 32))
+    chunks, _ = tokenize_line("cat " * 70 + ", sks dog dog dog dog", rules, embeddings=Lookup([(trigger, emb)]))
+    dog = _ids(rules, "dog")[0]
+    assert chunks[0].fixes == [ChunkFix(71, emb)] and chunks[0].tokens[72:] == [EOS] * 5
+    assert chunks[1].fixes == [] and chunks[1].tokens[1:7] == [0, 0, dog, dog, dog, dog]
+
+
+def test_embedding_lookup_matches_the_longest_trigger_first_like_the_webuis_database(rules):
+    from lora_trainer.prompts import EmbeddingLookup
+
+    short = SimpleNamespace(name="sks", vectors=1, vec=torch.zeros(1, 32))
+    long = SimpleNamespace(name="sks style", vectors=2, vec=torch.zeros(2, 32))
+    lookup = EmbeddingLookup({"sks": short, "sks style": long}, rules)
+    tokens = _ids(rules, "a sks style photo of sks")
+    assert lookup.find_embedding_at_position(tokens, 1) == (long, len(_ids(rules, "sks style")))
+    assert lookup.find_embedding_at_position(tokens, len(tokens) - len(_ids(rules, "sks"))) == \
+        (short, len(_ids(rules, "sks")))
+    assert lookup.find_embedding_at_position(tokens, 0) == (None, None)
+    chunks, _ = tokenize_line("a sks style photo of sks", rules, embeddings=lookup)
+    assert [f.embedding for f in chunks[0].fixes] == [long, short]
+
+
 def test_original_emphasis_scales_tokens_and_restores_each_rows_mean():
     z = torch.randn(2, 5, 4) + 0.5
     mult = torch.tensor([[1.0, 1.5, 1.0, 1.0, 1.0], [1.0, 1.0, 0.5, 1.0, 1.0]])

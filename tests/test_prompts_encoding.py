@@ -157,3 +157,11 @@ def test_embedding_vectors_replace_their_placeholders_and_get_gradients(arch):
     after = [p.grad for p in model.parameters()]
     assert all((a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
                for a, b in zip(grads_before, after))  # the frozen model gets no gradient
+
+
+@torch.no_grad()
+def test_a_caption_broken_by_tag_shuffling_is_read_as_text_instead_of_stopping_the_run():
+    adapter = get_adapter(tiny_model("sd1"))
+    broken = "(a, c:1.2.3)"  # "(a, b:1.2), c:1.2.3)" shuffled: the webui would refuse this prompt
+    torch.testing.assert_close(adapter.encode_text([broken], prompts=WEIGHTED).context,
+                               adapter.encode_text([broken]).context)

@@ -40,7 +40,8 @@ def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("webui-prompts") / "out.json"
     proc = subprocess.run([webui_python(), str(REPO / "tests" / "webui_prompt_reference.py"), WEBUI_DIR, str(REPO),
                            str(out)], capture_output=True, text=True, timeout=900, cwd=str(out.parent),
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **os.environ,
+                               "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0 and out.exists(), proc.stdout[-3000:] + proc.stderr[-6000:]
     return json.loads(out.read_text())
 

@@ -140,7 +140,8 @@ def compare_arch(arch, out):
         conds = prompt_parser.get_learned_conditioning(model, prompt_parser.SdConditioning(texts), 20)
         return torch.stack([c[0].cond for c in conds]), None
 
-    captions = CAPTIONS + ["portrait of (sksemb:1.2), " + CAPTIONS[0]]
+    # caption4: the embedding sits in the tail that comma back-tracking moves to the next chunk
+    captions = CAPTIONS + ["portrait of (sksemb:1.2), " + CAPTIONS[0], "cat " * 70 + ", sksemb dog dog dog dog"]
     for emphasis, weighted in (("Original", True), ("None", False)):
         shared.opts.data["emphasis"] = emphasis
         for clip_skip in ((1, 2) if arch != "sdxl" else (1,)):

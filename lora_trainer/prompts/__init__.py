@@ -22,13 +22,17 @@ ids of an embedding's trigger text start at `offset`, return it and the number o
                         "clip_g": [vectors, 1280]} (TE1 reads "clip_l", TE2 "clip_g"; SD1/SD2 use the tensor)
     embedding.name    : str (optional; used in error messages)
 
-An embedding never straddles two chunks (a chunk is closed early when it would not fit). The chunker records a
+Lookups run per emphasis piece (with weighted captions "(sks:1.2)" is the piece "sks"; off, the whole caption is one
+piece). An embedding never straddles two chunks (a chunk is closed early when it would not fit). As in the webui, when
+comma back-tracking moves the tail of a full chunk to the next one, fixes in that tail stay with the first chunk (the
+webui then writes the vectors over that chunk's padding): parity over tidiness. The chunker records a
 `ChunkFix(offset, embedding)` per occurrence in that chunk (offset counted after BOS); the encoder looks the ids up in
 the token-embedding table, then replaces rows offset+1 … offset+vectors with `embedding.vec` via a forward hook on the
 token-embedding module that exists only during the call (always removed, also on errors), so the host's model is
 unchanged after and autograd flows into `vec` when it requires grad. Emphasis weights apply to the vectors' outputs
 as to any token. Trigger-text matching, tokenisation of the trigger, and the vectors' dtype are the lookup's business
-(vectors are cast to the token embeddings' dtype and device at use).
+(vectors are cast to the token embeddings' dtype and device at use). `EmbeddingLookup({"sks": emb}, rules)`
+(lookup.py) is one built the webui's way; the webui's own `EmbeddingDatabase` works as is.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from .chunks import (
 )
 from .emphasis import EmphasisError, apply_original_emphasis, parse_emphasis
 from .fixes import apply_fixes, fixes_applied
+from .lookup import EmbeddingLookup
 
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 
@@ -72,7 +77,8 @@ class PromptOptions:
 
 
 __all__ = [
-    "CHUNK_LENGTH", "COMMA_PADDING_BACKTRACK", "MAX_TOKEN_LENGTHS", "ChunkFix", "EmphasisError", "PromptChunk",
+    "CHUNK_LENGTH", "COMMA_PADDING_BACKTRACK", "MAX_TOKEN_LENGTHS", "ChunkFix", "EmbeddingLookup", "EmphasisError",
+    "PromptChunk",
     "PromptOptions", "TokenizerRules", "apply_fixes", "apply_original_emphasis", "empty_chunk", "fixes_applied",
     "pad_to_longest", "parse_emphasis", "tokenize_line", "transformer_ids",
 ]

@@ -39,7 +39,8 @@ def long_caption_warning(adapter, items, trigger_word: str = "",
     options = options or PromptOptions()
     long: List[str] = []
     for item in items:
-        text = f"{trigger_word}, {item.caption}" if trigger_word else item.caption
+        with_trigger = trigger_word and not getattr(item, "is_reg", False)  # reg images never get the trigger
+        text = f"{trigger_word}, {item.caption}" if with_trigger else item.caption
         try:
             n = caption_chunks(adapter, text, options)
         except EmphasisError as exc:

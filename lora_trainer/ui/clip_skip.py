@@ -23,7 +23,7 @@ def clip_skip_note(host: Host, arch: str) -> str:
         return f"Clip skip does not apply to {arch.upper()} (the webui ignores it there too)."
     value = host.clip_skip()
     return (f"**Clip skip {value}** (webui setting) — training encodes captions as txt2img encodes prompts; "
-            f"set *Clip skip* under Training ▸ Advanced to override (0 = follow the webui).").replace("\n", " ")
+            f"set *Clip skip (0 = webui setting)* under Training ▸ Advanced to override.").replace("\n", " ")
 
 
 def clip_skip_markdown(host: Host, arch: str) -> str:

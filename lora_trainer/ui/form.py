@@ -107,8 +107,9 @@ FIELDS: List[Field] = [
     Field("cache_text_encoder_outputs", "Cache text encoder outputs", "bool", "training",
           "Only when the text encoder is not trained.", advanced=True),
     Field("seed", "Seed", "int", "training"),
-    Field("clip_skip", "Clip skip", "int", "training", "0 = the webui's Clip skip setting (SD1; shown beside the "
-          "model).", advanced=True),
+    # a new label: ui-config.json keeps the old "Clip skip" value (1) and would pin every run to it
+    Field("clip_skip", "Clip skip (0 = webui setting)", "int", "training", "0 follows the webui's Clip skip (SD1; "
+          "shown beside the model); 1-12 overrides.", advanced=True),
     # issue 11: captions encoded as the webui encodes prompts
     Field("max_token_length", "Max caption tokens", "choice", "training", "Captions are encoded in 75-token "
           "chunks like webui prompts; longer text is cut.", choices=MAX_TOKEN_LENGTHS, advanced=True),

@@ -14,6 +14,7 @@ Layer conventions (kohya-lora-format.md §5.7, webui-integration.md §3.3-3.5):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ...prompts import (
+    EmphasisError,
     PromptChunk,
     PromptOptions,
     TokenizerRules,
@@ -34,6 +36,7 @@ from ...prompts import (
 )
 
 MAX_LENGTH = 77  # 75 tokens + BOS + EOS: one chunk
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,8 +110,15 @@ def chunk_captions(captions: Sequence[str], rules: TokenizerRules, options: Prom
     """Per caption its chunks, at most `options.max_chunks` (not padded)."""
     batch = []
     for caption in captions:
-        chunks, _ = tokenize_line(caption, rules, emphasis=options.weighted, embeddings=embeddings,
-                                  comma_padding_backtrack=options.comma_padding_backtrack)
+        try:
+            chunks, _ = tokenize_line(caption, rules, emphasis=options.weighted, embeddings=embeddings,
+                                      comma_padding_backtrack=options.comma_padding_backtrack)
+        except EmphasisError as exc:
+            # captions are checked before training; tag shuffling can still join "(a" and "b:1.2.3)". The webui
+            # would refuse such a prompt, so there is nothing to match: read it as text rather than stop the run.
+            logger.warning("%s; this caption is read without emphasis", exc)
+            chunks, _ = tokenize_line(caption, rules, emphasis=False, embeddings=embeddings,
+                                      comma_padding_backtrack=options.comma_padding_backtrack)
         batch.append(chunks[:options.max_chunks])
     return batch
 
