@@ -1,5 +1,5 @@
 """The trainable vectors of one new token, one set per text encoder, and the lookup the prompt encoder uses to put
-them in place of the token (the webui's EmbeddingDatabase duck type: `find_embedding_at_position`).
+them in place of the token (prompts.lookup.EmbeddingLookup: the webui's EmbeddingDatabase matching).
 
 Nothing is added to a tokenizer or an embedding table: the token keeps its ordinary BPE ids in the tokenizer, and
 the prompt encoder substitutes the vectors after the token-embedding lookup, as the webui does at inference.
@@ -9,10 +9,12 @@ Keys follow the webui's `textual_inversion_key`: "clip_l" (SD1, SDXL TE1), "clip
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
+
+from ..prompts.lookup import EmbeddingLookup
 
 PIVOTAL_GROUP = "pivotal"
 
@@ -32,12 +34,9 @@ def token_table(part) -> nn.Embedding:
 def token_ids(adapter, text: str) -> List[int]:
     """BPE ids of `text` without BOS/EOS, as the webui's `cond_stage_model.tokenize([text])[0]` (SDXL: TE1's
     tokenizer; CLIP's and OpenCLIP's BPE vocabularies are the same)."""
-    part = adapter.text_encoders[0]
-    if part.kind == "hf_clip":
-        return list(part.embedder.tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"])
-    import open_clip
+    from ..arch.adapters.text import tokenizer_rules
 
-    return list(open_clip.tokenizer._tokenizer.encode(text))
+    return list(tokenizer_rules(adapter.text_encoders[0]).tokenize([text])[0])
 
 
 def _keys(adapter) -> List[str]:
@@ -57,31 +56,15 @@ class PivotalEmbedding:
         self.shape = sum(v.shape[-1] for v in vectors.values())
 
 
-class PivotalLookup:
-    """webui EmbeddingDatabase.find_embedding_at_position for one embedding: the longest id run that matches."""
-
-    def __init__(self, embedding: PivotalEmbedding, ids: List[int]):
-        self.embedding = embedding
-        self.ids = list(ids)
-        self.ids_lookup = {self.ids[0]: [(self.ids, embedding)]}
-        self.word_embeddings = {embedding.name: embedding}
-
-    def find_embedding_at_position(self, tokens, offset) -> Tuple[Optional[PivotalEmbedding], Optional[int]]:
-        token = tokens[offset]
-        for ids, embedding in self.ids_lookup.get(token, []):
-            if list(tokens[offset:offset + len(ids)]) == ids:
-                return embedding, len(ids)
-        return None, None
-
-
 class PivotalEmbeddings:
     """Create with `PivotalEmbeddings.create(adapter, config)`; train through `param_group`; `freeze` at
     `pivotal_frac` of the steps."""
 
-    def __init__(self, token: str, vectors: Dict[str, nn.Parameter], ids: List[int]):
+    def __init__(self, token: str, vectors: Dict[str, nn.Parameter], ids: List[int], rules):
         self.token = token
         self.embedding = PivotalEmbedding(token, vectors)
-        self.lookup = PivotalLookup(self.embedding, ids)
+        self.ids = list(ids)
+        self.lookup = EmbeddingLookup({token: self.embedding}, rules)  # the webui's EmbeddingDatabase matching
         self.frozen = False
 
     @classmethod
@@ -104,7 +87,10 @@ class PivotalEmbeddings:
                 rows = torch.randn(n, table.shape[1], generator=generator)
                 rows = rows / rows.norm(dim=1, keepdim=True) * norm
             vectors[key] = nn.Parameter(rows.to(target, torch.float32).clone())
-        return cls(c.pivotal_token, vectors, token_ids(adapter, c.pivotal_token))
+        from ..arch.adapters.text import tokenizer_rules
+
+        return cls(c.pivotal_token, vectors, token_ids(adapter, c.pivotal_token),
+                   tokenizer_rules(adapter.text_encoders[0]))
 
     # ---- training ----------------------------------------------------------------------------------------------
     def parameters(self) -> List[nn.Parameter]:

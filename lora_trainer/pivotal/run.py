@@ -29,7 +29,7 @@ class PivotalRun:
         if existing is not None and existing.exists() and not c.overwrite:
             raise TrainError(f"pivotal_token: the embedding {existing} already exists; choose another token or "
                              "turn on 'overwrite'")
-        ids = self.embeddings.lookup.ids
+        ids = self.embeddings.ids
         session.log(f"pivotal tuning: '{c.pivotal_token}' (token ids {ids}) becomes {c.pivotal_vectors_per_token} "
                     f"new vectors per text encoder, initialised {_init_text(c)}; trained for the first "
                     f"{self.freeze_at} of {session.total_steps} steps, then frozen")
