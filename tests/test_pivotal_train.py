@@ -203,3 +203,16 @@ def test_pivotal_with_the_text_encoder_trained_too(tmp_path):
     assert any(k.startswith("lora_te_") and k.endswith("lora_up.weight") and v.abs().sum() > 0
                for k, v in tensors.items())  # the TE LoRA trained as well (lora_up starts at zero)
     assert state_differences(before, model_state(model)) == []
+
+
+def test_pivotal_is_refused_under_medvram(tmp_path):
+    model = tiny_model("sd1")
+    before = model_state(model)
+    model.lowvram = True  # what the webui sets for --medvram / --lowvram
+    try:
+        result = train(model, make_config(tmp_path, "sd1", steps=1, train_text_encoder=False, pivotal_tuning=True,
+                                          pivotal_token="zkw"))
+    finally:
+        del model.lowvram
+    assert result.status == "error" and result.message.startswith("pivotal_tuning:") and "--medvram" in result.message
+    assert state_differences(before, model_state(model)) == []

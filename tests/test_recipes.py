@@ -86,9 +86,10 @@ def test_api_start_accepts_a_recipe(tmp_path):
     assert response.status_code == 422 and response.json()["detail"]["field"] == "recipe"
 
 
-def test_cli_recipe_under_the_config_file(tmp_path, capsys):
+def test_cli_recipe_under_the_config_file(tmp_path, monkeypatch):
     import argparse
 
+    import lora_trainer.train as train_pkg
     from lora_trainer.cli import train_cmd
 
     path = tmp_path / "c.json"
@@ -102,15 +103,9 @@ def test_cli_recipe_under_the_config_file(tmp_path, capsys):
         captured["config"] = config
         raise SystemExit(0)
 
-    import lora_trainer.train as train_pkg
-
-    original = train_pkg.train
-    train_pkg.train = fake_train
-    try:
-        with pytest.raises(SystemExit):
-            train_cmd.run(args)
-    finally:
-        train_pkg.train = original
+    monkeypatch.setattr(train_pkg, "train", fake_train)
+    with pytest.raises(SystemExit):
+        train_cmd.run(args)
     config = captured["config"]
     assert config.network_dim == 4 and config.network_alpha == 16 and config.lr_scheduler == "cosine"
 

@@ -16,6 +16,10 @@ class PivotalRun:
         from ..train.prodigy import text_encoder_weight_decay
 
         c = self.config = session.config
+        if session.adapter.lowvram:  # the same reason the session refuses to train the text encoder there
+            raise TrainError("pivotal_tuning: the webui runs with --medvram/--lowvram, which moves the text encoder "
+                             "off the GPU while the UNet runs, and pivotal tuning back-propagates through it; turn "
+                             "pivotal tuning off (or restart the webui without those flags)")
         try:
             self.embeddings = PivotalEmbeddings.create(session.adapter, c)
         except ValueError as exc:
