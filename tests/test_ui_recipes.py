@@ -84,3 +84,10 @@ def test_a_pivotal_job_gets_the_hosts_embeddings_folder_reloads_it_and_sends_the
     assert job.config.pivotal_embeddings_dir == str(tmp_path / "embeddings")
     assert EmbeddingsHost.reloads == 1
     assert panels.send_to_txt2img_text(job.snapshot(), 0.8) == f"<lora:{job.config.output_name}:0.8>, zkw"
+
+
+def test_clearing_the_recipe_changes_nothing(setup):
+    _, _, handlers, _ = setup
+    values = form.default_values()
+    note, *updates = handlers.apply_recipe(None, *[values[f.key] for f in form.FIELDS])
+    assert note == "" and all(u == gr.update() for u in updates)

@@ -131,7 +131,9 @@ class Handlers:
         return json.dumps(config.to_dict(), indent=2), "POST this as `{\"config\": ...}` to /train-lora/v1/start."
 
     def apply_recipe(self, name: str, *args) -> List[Any]:
-        """Fill the form from a recipe; the note says what was set and why (and warns about Prodigy lrs)."""
+        """Fill the form from a recipe; the note says what was set and why."""
+        if not name:
+            return [""] + [gr.update() for _ in form.FIELDS]
         try:
             from lora_trainer.arch.detect import detect_arch
 

@@ -162,7 +162,7 @@ def build_tab(runner) -> gr.Blocks:
             None, _js="train_lora_attach_progress", inputs=[task_id])
         send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
-        components["_recipe"].select(handlers.apply_recipe, inputs=[components["_recipe"], *field_inputs],
+        components["_recipe"].change(handlers.apply_recipe, inputs=[components["_recipe"], *field_inputs],
                                      outputs=[components["_recipe_note"], *field_inputs])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
     return blocks
