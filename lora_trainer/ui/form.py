@@ -72,6 +72,8 @@ FIELDS: List[Field] = [
           "Optional path to a .safetensors LoRA to continue training."),
     Field("train_unet", "Train the UNet", "bool", "network", advanced=True),
     Field("train_text_encoder", "Train the text encoder", "bool", "network", advanced=True),
+    Field("sdxl_unet_only", "SDXL: UNet only", "bool", "network", "On SDXL the text encoders are not trained even "
+          "when 'Train the text encoder' is ticked (kohya's SDXL advice). Untick to train them.", advanced=True),
     # 3) training
     Field("schedule_by", "Train for", "radio", "training", choices=SCHEDULE_CHOICES),
     Field("max_train_epochs", "Epochs", "int", "training"),
@@ -97,6 +99,14 @@ FIELDS: List[Field] = [
     Field("bucket_reso_steps", "Bucket step", "int", "training", advanced=True),
     Field("bucket_no_upscale", "Never upscale into a bucket", "bool", "training", advanced=True),
     Field("min_snr_gamma", "Min-SNR gamma", "float", "training", "0 = off; 5 is the paper's value."),
+    Field("zero_terminal_snr", "Zero terminal SNR", "bool", "training", "Rescale the noise schedule so the last "
+          "step is pure noise; for v-prediction models.", advanced=True),
+    Field("scale_v_pred_loss_like_noise_pred", "Scale v-pred loss like noise pred", "bool", "training",
+          "v-prediction: weight the loss by SNR/(SNR+1) (kohya).", advanced=True),
+    Field("v_pred_like_loss", "v-pred-like loss", "float", "training", "0 = off; adds loss·w/scale (kohya).",
+          advanced=True),
+    Field("debiased_estimation_loss", "Debiased estimation loss", "bool", "training",
+          "Weight the loss by 1/√SNR (ε) or 1/(SNR+1) (v).", advanced=True),
     Field("noise_offset", "Noise offset", "float", "training", "0 = off; ~0.05 helps very dark/bright images."),
     Field("mixed_precision", "Precision", "choice", "training",
           "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.", choices=PRECISIONS),
