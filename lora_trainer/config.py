@@ -75,7 +75,7 @@ class TrainConfig:
     optimizer: str = "AdamW"
     optimizer_args: dict = field(default_factory=dict)
     lr_scheduler: str = "constant"
-    lr_warmup_steps: float = 0  # int steps, or a fraction (< 1) of the total
+    lr_warmup_steps: float = 0.0  # int steps, or a fraction (< 1) of the total
     lr_scheduler_num_cycles: int = 1
     lr_scheduler_power: float = 1.0
     max_grad_norm: float = 1.0  # 0 disables clipping

@@ -56,4 +56,5 @@ def test_from_dict_coerces_form_values_and_rejects_unknown_keys():
 def test_warmup_fraction():
     assert TrainConfig(lr_warmup_steps=0.1).warmup_steps(95) == 9  # kohya: int(0.1 * 95), rounded down
     assert TrainConfig(lr_warmup_steps=0.05).warmup_steps(10) == 0
+    assert TrainConfig.from_dict({"lr_warmup_steps": 0.1}).lr_warmup_steps == 0.1  # a fraction from the form/JSON
     assert TrainConfig(lr_warmup_steps=7).warmup_steps(95) == 7

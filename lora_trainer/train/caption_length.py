@@ -25,7 +25,8 @@ def count_tokens(adapter, caption: str) -> Optional[int]:
 def long_caption_warning(adapter, items, trigger_word: str = "") -> Optional[str]:
     long: List[str] = []
     for item in items:
-        text = f"{trigger_word}, {item.caption}" if trigger_word else item.caption
+        with_trigger = trigger_word and not getattr(item, "is_reg", False)  # reg images never get the trigger
+        text = f"{trigger_word}, {item.caption}" if with_trigger else item.caption
         n = count_tokens(adapter, text)
         if n is not None and n > CAPTION_TOKENS:
             long.append(f"{item.path.name} ({n})")

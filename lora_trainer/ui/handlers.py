@@ -135,3 +135,16 @@ class Handlers:
             return [_error(message)] + [gr.update() for _ in form.FIELDS]
         values = form.config_to_values(config)
         return ["Loaded."] + [values[f.key] for f in form.FIELDS]
+
+    def load_kohya(self, text: str) -> List[Any]:
+        """An sd-scripts / kohya_ss config (TOML or JSON, pasted into the box) into the form; lists what it ignores."""
+        from lora_trainer.kohya_config import import_kohya, parse_text
+
+        try:
+            imported = import_kohya(parse_text(text or ""))
+        except (ValueError, ConfigError) as exc:  # JSON/TOML syntax errors are ValueErrors too
+            message = form.describe_error(exc) if isinstance(exc, ConfigError) else f"not a kohya config: {exc}"
+            return [_error(message)] + [gr.update() for _ in form.FIELDS]
+        values = form.config_to_values(imported.config)
+        report = imported.report().replace("\n", "\n\n")
+        return [f"Loaded the kohya config. {report}"] + [values[f.key] for f in form.FIELDS]
