@@ -147,3 +147,23 @@ def test_training_refuses_a_bad_bucket_step_naming_the_field(tmp_path):
     result = train(tiny_model("sd1"), make_config(tmp_path, "sd1", steps=1, bucket_reso_steps=32))
     assert result.status == "error" and result.message.startswith("bucket_reso_steps")
     assert "multiple of 64" in result.message
+
+
+def test_every_mapped_name_is_an_sd_scripts_option():
+    """With SD_SCRIPTS_DIR: each sd-scripts name the importer maps is an argument sd-scripts really defines."""
+    import os
+
+    from lora_trainer import kohya_config
+
+    scripts = os.environ.get("SD_SCRIPTS_DIR", "")
+    if not scripts or not (Path(scripts) / "train_network.py").is_file():
+        pytest.skip("set SD_SCRIPTS_DIR to a kohya sd-scripts checkout")
+    sources = [Path(scripts) / "train_network.py", *(Path(scripts) / "library").glob("*.py")]
+    text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in sources)
+    gui_only = {"epoch", "conv_dim", "conv_alpha", "sdxl"}  # kohya_ss GUI JSON names
+    names = (set(kohya_config.SAME) | set(kohya_config.RENAMED) | set(kohya_config.COVERED) | {
+        "max_train_steps", "max_train_epochs", "learning_rate", "network_args", "optimizer_type", "optimizer_args",
+        "mixed_precision", "save_precision", "network_train_unet_only", "network_train_text_encoder_only",
+        "sample_prompts", "network_module"}) - gui_only
+    missing = sorted(n for n in names if f'"--{n}"' not in text)
+    assert missing == []

@@ -74,3 +74,67 @@ def test_the_session_trains_on_the_rescaled_schedule_only_when_asked():
     torch.testing.assert_close(plain, adapter.alphas_cumprod("cpu"))
     rescaled = loss_weights.training_alphas_cumprod(adapter, TrainConfig(zero_terminal_snr=True), "cpu")
     assert float(rescaled[-1]) == 0.0 and float(plain[-1]) > 0
+
+
+KOHYA_SCRIPT = """
+import json, sys, types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from lora_trainer.testing.torchvision_compat import ensure_torchvision_importable
+ensure_torchvision_importable()
+sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # library.utils imports it; these functions never use it
+import torch
+from diffusers import DDPMScheduler
+from library import custom_train_functions as ctf
+s = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+out = {"acp": s.alphas_cumprod.tolist()}
+t = torch.tensor([0, 10, 300, 700, 999])
+loss = torch.ones(5)
+ctf.prepare_scheduler_for_custom_training(s, "cpu")
+for v in (False, True):
+    out[f"snr{v}"] = ctf.apply_snr_weight(loss, t, s, 5.0, v).tolist()
+    out[f"debiased{v}"] = ctf.apply_debiased_estimation(loss, t, s, v).tolist()
+out["scale"] = ctf.scale_v_prediction_loss_like_noise_prediction(loss, t, s).tolist()
+out["vlike"] = ctf.add_v_prediction_like_loss(loss, t, s, 0.3).tolist()
+z = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+ctf.fix_noise_scheduler_betas_for_zero_terminal_snr(z)
+out["ztsnr"] = z.alphas_cumprod.tolist()
+print(json.dumps(out))
+"""
+
+
+def test_formulas_match_sd_scripts(tmp_path):
+    """With SD_SCRIPTS_DIR: min-SNR, debiased, v-pred scale, v-pred-like loss and zero terminal SNR equal kohya's own
+    functions on a diffusers scheduler with SD's schedule."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    scripts = os.environ.get("SD_SCRIPTS_DIR", "")
+    if not scripts or not (Path(scripts) / "library" / "custom_train_functions.py").is_file():
+        pytest.skip("set SD_SCRIPTS_DIR to a kohya sd-scripts checkout")
+    script = tmp_path / "kohya.py"
+    script.write_text(KOHYA_SCRIPT, encoding="utf-8")
+    run = subprocess.run([sys.executable, str(script), scripts, str(Path(__file__).resolve().parents[1])],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    theirs = {k: torch.tensor(v) for k, v in json.loads(run.stdout.strip().splitlines()[-1]).items()}
+    acp = theirs["acp"].float()
+    t = torch.tensor([0, 10, 300, 700, 999])
+    loss = torch.ones(5)
+    for v in (False, True):
+        kind = "v" if v else "epsilon"
+        torch.testing.assert_close(losses.min_snr_weight(t, acp, 5.0, kind), theirs[f"snr{v}"], rtol=1e-5, atol=0)
+        torch.testing.assert_close(loss_weights.apply(loss, t, acp, prediction_type=kind,
+                                                      debiased_estimation_loss=True), theirs[f"debiased{v}"],
+                                   rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_weights.apply(loss, t, acp, prediction_type="v",
+                                                  scale_v_pred_loss_like_noise_pred=True), theirs["scale"],
+                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_weights.apply(loss, t, acp, prediction_type="epsilon", v_pred_like_loss=0.3),
+                               theirs["vlike"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_weights.rescale_zero_terminal_snr(acp), theirs["ztsnr"].float(),
+                               rtol=1e-5, atol=1e-7)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from conftest import tiny_model
 from test_train_loop import make_config, single_torch_thread  # noqa: F401
 
@@ -86,3 +87,43 @@ def test_the_job_hands_the_hosts_identity_to_the_engine(tmp_path):
     job = JobRunner(host, train_fn=fake_train).start(config)
     assert job.done.wait(30)
     assert seen["identity"] == IDENTITY
+
+
+SAI_SCRIPT = """
+import json, sys, types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from lora_trainer.testing.torchvision_compat import ensure_torchvision_importable
+ensure_torchvision_importable()
+sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # library.utils imports it; build_metadata never uses it
+from library import sai_model_spec
+v2, v, sdxl = (a == "1" for a in sys.argv[3:6])
+print(json.dumps(sai_model_spec.build_metadata(None, v2, v, sdxl, True, False, 1700000000.0, title="cat",
+                                               reso=(512, 768), timesteps=(100, 1000), clip_skip=2)))
+"""
+
+
+@pytest.mark.parametrize("arch,flags,prediction", [("sd1", "000", "epsilon"), ("sd2", "100", "epsilon"),
+                                                   ("sd2v", "110", "v"), ("sdxl", "001", "epsilon"),
+                                                   ("sdxl", "011", "v")])
+def test_modelspec_matches_sd_scripts(arch, flags, prediction, tmp_path):
+    """With SD_SCRIPTS_DIR (a kohya sd-scripts checkout): our modelspec.* equals sd-scripts' own build_metadata."""
+    import os
+    import subprocess
+
+    from lora_trainer.lora_file import build_metadata
+
+    scripts = os.environ.get("SD_SCRIPTS_DIR", "")
+    if not scripts or not (Path(scripts) / "library" / "sai_model_spec.py").is_file():
+        pytest.skip("set SD_SCRIPTS_DIR to a kohya sd-scripts checkout")
+    script = tmp_path / "sai.py"
+    script.write_text(SAI_SCRIPT, encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script), scripts, str(Path(__file__).resolve().parents[1]), *flags],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    ours = build_metadata(arch, output_name="cat", rank=4, alpha=4, resolution=(512, 768), now=1700000000.0,
+                          clip_skip=2, timestep_range=(100, 1000), prediction_type=prediction)
+    ours = {k: v for k, v in ours.items() if k.startswith("modelspec.")}
+    assert ours.pop("modelspec.implementation_version").startswith("sd-webui-train-lora/")
+    assert theirs.pop("modelspec.implementation_version").startswith("sd-scripts/")
+    assert ours == theirs

@@ -158,3 +158,42 @@ def test_v_prediction_sdxl_trains_against_the_v_target_and_says_so(tmp_path, mon
     meta = load_lora(result.final_file)[1]
     assert meta["modelspec.prediction_type"] == "v" and meta["ss_v_parameterization"] == "True"
     assert meta["ss_zero_terminal_snr"] == "True"
+
+
+def test_v_prediction_with_the_real_sgm_scaling_classes():
+    """With a webui checkout: sgm's own EpsScaling / VScaling objects give what the webui's extend_sdxl derives
+    (`isinstance(model.denoiser.scaling, VScaling)`)."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    webui = os.environ.get("WEBUI_DIR", "")
+    source = Path(webui) / "repositories" / "generative-models" / "sgm" / "modules" / "diffusionmodules" / \
+        "denoiser_scaling.py"
+    if not webui or not source.is_file():
+        pytest.skip("set WEBUI_DIR to a webui checkout with repositories/generative-models")
+    spec = importlib.util.spec_from_file_location("sgm_denoiser_scaling", source)
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    model = build_tiny_sdxl(seed=2)
+    del model.parameterization
+    classes = [getattr(scaling, n) for n in ("EpsScaling", "VScaling", "EDMScaling", "VScalingWithEDMcNoise")
+               if hasattr(scaling, n)]
+    for cls in classes:
+        model.denoiser.scaling = cls()
+        webui_rule = "v" if isinstance(model.denoiser.scaling, scaling.VScaling) else "epsilon"
+        assert get_adapter(model).prediction_type == webui_rule, cls.__name__
+
+
+def test_the_model_line_says_sdxl_trains_the_unet_only():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ui_fakes import FakeHost
+
+    from lora_trainer.ui import panels
+
+    assert "UNet only" in panels.model_markdown(FakeHost(model=tiny_model("sdxl")))
+    assert "v-prediction" in panels.model_markdown(FakeHost(model=v_sdxl()))
+    assert "UNet only" not in panels.model_markdown(FakeHost(model=tiny_model("sd1")))
