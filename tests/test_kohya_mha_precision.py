@@ -46,7 +46,7 @@ def _run(attention, group, x, multiplier):
 @pytest.mark.parametrize("dtype,delta_scale", [(torch.float16, 1e-6), (torch.bfloat16, 1e-4)])
 def test_small_qkv_update_survives_low_precision(dtype, delta_scale):
     attention, group = _attention_with_lora(dtype, delta_scale)
-    x = torch.randn(77, 8, D).to(dtype)
+    x = torch.randn(77, 64, D).to(dtype)
     override = group.make_override()
     override.install()
     try:
@@ -59,7 +59,7 @@ def test_small_qkv_update_survives_low_precision(dtype, delta_scale):
     # least-squares share of the exact LoRA effect that reaches the output: ~1 when the update survives; the
     # merged fp16 weight keeps ~24 % of it at this size (bf16: ~0 %)
     share = float((got * expected).sum() / (expected * expected).sum())
-    assert 0.85 < share < 1.15, share
+    assert 0.9 < share < 1.1, share
     # and the output is the exact math, to the output dtype's rounding
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(with_lora, _reference(attention, group, x, 1.0), atol=4 * eps, rtol=4 * eps)
@@ -80,7 +80,7 @@ def test_fp32_attention_under_autocast_keeps_the_update():
     assert out.dtype == torch.bfloat16  # what the merged forward returns under autocast
     expected = _reference(attention, group, x, 1.0) - _reference(attention, group, x, 0.0)
     share = float(((with_lora - without) * expected).sum() / (expected * expected).sum())
-    assert 0.85 < share < 1.15, share
+    assert 0.9 < share < 1.1, share
 
 
 def test_fp32_without_autocast_is_the_exact_merged_math():

@@ -197,3 +197,33 @@ def test_the_model_line_says_sdxl_trains_the_unet_only():
     assert "UNet only" in panels.model_markdown(FakeHost(model=tiny_model("sdxl")))
     assert "v-prediction" in panels.model_markdown(FakeHost(model=v_sdxl()))
     assert "UNet only" not in panels.model_markdown(FakeHost(model=tiny_model("sd1")))
+
+
+def test_captioning_leaves_the_trigger_off_regularisation_images(tmp_path):
+    from PIL import Image
+
+    from lora_trainer.ui.captioning import caption_folder
+
+    for sub in ("10_hero", "reg/1_person"):
+        (tmp_path / sub).mkdir(parents=True)
+        Image.new("RGB", (16, 16), "red").save(tmp_path / sub / "a.png")
+    booru = ("DeepBooru", lambda img: "person, solo")
+    caption_folder(str(tmp_path), [booru], trigger_word="hero", reg_dir=str(tmp_path / "reg"))
+    assert (tmp_path / "10_hero" / "a.txt").read_text().strip() == "hero, person, solo"
+    assert (tmp_path / "reg" / "1_person" / "a.txt").read_text().strip() == "person, solo"
+    caption_folder(str(tmp_path / "reg"), [booru], mode="overwrite", trigger_word="hero",
+                   reg_dir=str(tmp_path / "reg"))
+    assert (tmp_path / "reg" / "1_person" / "a.txt").read_text().strip() == "person, solo"
+
+
+def test_long_caption_warning_counts_no_trigger_on_reg_images():
+    from types import SimpleNamespace
+
+    from lora_trainer.train.caption_length import long_caption_warning
+
+    caption = " ".join(["tag"] * 74)  # 74 tokens; with "trigger, " in front it would be 76
+    items = [SimpleNamespace(caption=caption, is_reg=True, path=SimpleNamespace(name="r.png"))]
+    adapter = get_adapter(tiny_model("sd1"))
+    assert long_caption_warning(adapter, items, "trigger") is None
+    items[0].is_reg = False
+    assert "r.png" in long_caption_warning(adapter, items, "trigger")

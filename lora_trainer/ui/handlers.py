@@ -100,7 +100,7 @@ class Handlers:
         return summary_markdown(report), gr.update(value=rows or None, visible=bool(rows))
 
     @guarded(1)
-    def caption(self, folder, trigger_word, extension, use_blip, use_deepbooru, mode):
+    def caption(self, folder, trigger_word, extension, use_blip, use_deepbooru, mode, reg_dir=""):
         from lora_trainer.ui.captioning import caption_folder
 
         _check_folder((folder or "").strip(), "train_dir", "Training images folder")
@@ -110,7 +110,8 @@ class Handlers:
             with self.host.captioners(bool(use_blip), bool(use_deepbooru)) as captioners:
                 try:
                     summary = caption_folder(folder.strip(), captioners, mode=mode, trigger_word=trigger_word or "",
-                                             extension=extension or ".txt", should_stop=self.host.interrupted)
+                                             extension=extension or ".txt", should_stop=self.host.interrupted,
+                                             reg_dir=(reg_dir or "").strip())
                 except ValueError as exc:  # bad mode / folder: a message, not a traceback
                     return _error(str(exc))
         return summary.to_text().replace("\n", "\n\n")

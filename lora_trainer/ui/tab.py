@@ -140,7 +140,8 @@ def build_tab(runner) -> gr.Blocks:
                            outputs=[dataset_summary, dataset_table])
         caption_button.click(handlers.caption, inputs=[components["train_dir"], components["trigger_word"],
                                                        components["caption_extension"], use_blip, use_booru,
-                                                       caption_mode], outputs=[caption_result])
+                                                       caption_mode, components["reg_dir"]],
+                             outputs=[caption_result])
         model_refresh.click(handlers.model_info, outputs=[model_info])
         start.click(handlers.start, inputs=field_inputs, outputs=[status, task_id, model_info]).then(
             None, _js="train_lora_attach_progress", inputs=[task_id])
