@@ -45,7 +45,8 @@ FIELDS: List[Field] = [
           "kohya layout: FOLDER/10_name/*.png + .txt (10 = repeats per epoch). A flat folder of images works too."),
     Field("reg_dir", "Regularisation images folder", "text", "dataset", "Optional; same layout (1_person/...)."),
     Field("trigger_word", "Trigger word", "text", "dataset",
-          "Put in front of every caption that lacks it; also added by 'Send to txt2img'."),
+          "Put in front of every training caption that lacks it (never on regularisation images); also added by "
+          "'Send to txt2img'."),
     Field("caption_extension", "Caption file extension", "text", "dataset"),
     Field("shuffle_caption", "Shuffle caption tags", "bool", "dataset", advanced=True),
     Field("keep_tokens", "Keep first N tags in place", "int", "dataset", "Tags never shuffled or dropped.",
