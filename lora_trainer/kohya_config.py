@@ -265,7 +265,11 @@ def parse_text(text: str, name: str = "") -> Dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10 (the webui's)
-        import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ValueError("reading TOML needs Python 3.11+ or the tomli package; `pip install tomli` in the "
+                             "webui's venv, or use the config as JSON") from None
     return tomllib.loads(text)
 
 

@@ -167,3 +167,11 @@ def test_every_mapped_name_is_an_sd_scripts_option():
         "sample_prompts", "network_module"}) - gui_only
     missing = sorted(n for n in names if f'"--{n}"' not in text)
     assert missing == []
+
+
+def test_toml_without_a_toml_reader_is_a_message_not_a_traceback(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # Python 3.10 without tomli (the webui's venv)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(ValueError, match="tomli"):
+        parse_text("network_dim = 4")
+    assert parse_text('{"network_dim": 4}') == {"network_dim": 4}  # JSON still works
