@@ -227,3 +227,13 @@ def test_long_caption_warning_counts_no_trigger_on_reg_images():
     assert long_caption_warning(adapter, items, "trigger") is None
     items[0].is_reg = False
     assert "r.png" in long_caption_warning(adapter, items, "trigger")
+
+
+def test_resuming_a_text_encoder_state_under_the_sdxl_default_says_why(tmp_path):
+    first = train(tiny_model("sdxl"), make_config(tmp_path / "a", "sdxl", steps=1, sdxl_unet_only=False,
+                                                  save_state=True))
+    assert first.status == "completed" and first.state_dirs, first.message
+    again = train(tiny_model("sdxl"), make_config(tmp_path / "b", "sdxl", steps=2,
+                                                  resume_state=str(first.state_dirs[-1])))
+    assert again.status == "error" and again.message.startswith("resume_state")
+    assert "SDXL: UNet only" in again.message

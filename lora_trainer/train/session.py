@@ -205,8 +205,14 @@ class Session:
         self.scaler = self.precision.grad_scaler()
 
     def _resume(self, folder: Path):
+        from ..lora_file import LoRAFormatError
+
         meta, tensors = load_state(folder)
-        self.network.load_kohya_state_dict(tensors, strict=True)
+        try:
+            self.network.load_kohya_state_dict(tensors, strict=True)
+        except LoRAFormatError as exc:
+            sdxl = " (SDXL trains the UNet only unless 'SDXL: UNet only' is off)" if self.adapter.arch == "sdxl" else ""
+            raise TrainError(f"resume_state: {folder.name} holds another network than this run{sdxl}: {exc}") from exc
         try:
             self.optimizer.load_state_dict(meta["optimizer"])
             self.scheduler.load_state_dict(meta["scheduler"])
