@@ -175,3 +175,21 @@ def test_toml_without_a_toml_reader_is_a_message_not_a_traceback(monkeypatch):
     with pytest.raises(ValueError, match="tomli"):
         parse_text("network_dim = 4")
     assert parse_text('{"network_dim": 4}') == {"network_dim": 4}  # JSON still works
+
+
+def test_the_tab_refuses_a_bad_bucket_step_before_the_job_starts(tmp_path):
+    from test_ui_job import FakeTrain
+    from ui_fakes import FakeHost, fake_sd1_model, make_dataset
+
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.ui import form
+    from lora_trainer.ui.job import JobRunner
+
+    host = FakeHost(model=fake_sd1_model(), lora_dir=str(tmp_path / "Lora"))
+    fake = FakeTrain(host)
+    config = TrainConfig(train_dir=str(make_dataset(tmp_path / "data")), output_dir=str(tmp_path / "out"),
+                         max_train_steps=1, bucket_reso_steps=32).validate()
+    with pytest.raises(ConfigError) as err:
+        JobRunner(host, train_fn=fake).start(config)
+    assert err.value.field == "bucket_reso_steps" and not fake.started.is_set()
+    assert form.describe_error(err.value).startswith("Bucket step: must be a multiple of 64 for SD1")
