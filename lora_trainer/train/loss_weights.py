@@ -25,15 +25,15 @@ def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return (root ** 2).to(alphas_cumprod.dtype)
 
 
-def training_alphas_cumprod(adapter, config, device) -> torch.Tensor:
+def training_alphas_cumprod(adapter, config, device, log=None) -> torch.Tensor:
     """The ᾱ schedule this run trains with: the model's own, rescaled when `zero_terminal_snr` is on."""
     acp = adapter.alphas_cumprod(device)
     if not getattr(config, "zero_terminal_snr", False):
         return acp
     if adapter.prediction_type != "v":
         # kohya warns the same: at SNR 0 an ε-prediction model has nothing to predict from
-        logger.warning("zero_terminal_snr is on for an epsilon-prediction model; training will be unexpected "
-                       "(it is meant for v-prediction)")
+        (log or logger.warning)("zero_terminal_snr is on for an epsilon-prediction model; training will be "
+                                "unexpected (it is meant for v-prediction models)")
     return rescale_zero_terminal_snr(acp)
 
 

@@ -96,7 +96,7 @@ class Session:
             self.attention.enable()
         if self.attention.count:
             self.log(f"fused attention (torch SDPA) for {self.attention.count} stock ldm attention layers")
-        self.alphas_cumprod = training_alphas_cumprod(adapter, c, self.device)  # zero_terminal_snr rescales it
+        self.alphas_cumprod = training_alphas_cumprod(adapter, c, self.device, self.log)  # zero_terminal_snr
         return self
 
     def _scan_dataset(self):
