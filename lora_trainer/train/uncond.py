@@ -9,6 +9,7 @@ which the webui's empty negative prompt also uses, so there a dropped caption st
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import torch
@@ -25,4 +26,4 @@ def zero_dropped_captions(arch: str, text: TextConditioning, dropped: Optional[S
     keep = torch.tensor([not d for d in dropped], device=text.context.device)
     context = text.context * keep.view(-1, 1, 1).to(text.context.dtype)  # a product keeps the graph for a trained TE
     pooled = None if text.pooled is None else text.pooled * keep.view(-1, 1).to(text.pooled.dtype)
-    return TextConditioning(context, pooled)
+    return dataclasses.replace(text, context=context, pooled=pooled)  # keeps any other field of the conditioning
