@@ -35,7 +35,8 @@ SAME = (
     "max_token_length", "weighted_captions",  # fields of the prompt-encoding work; used once TrainConfig has them
 )
 RENAMED = {"train_data_dir": "train_dir", "reg_data_dir": "reg_dir", "resume": "resume_state",
-           "conv_dim": "conv_dim", "conv_alpha": "conv_alpha", "epoch": "max_train_epochs"}
+           "conv_dim": "conv_dim", "conv_alpha": "conv_alpha", "epoch": "max_train_epochs",
+           "max_resolution": "resolution"}  # the last four: kohya_ss GUI JSON names
 PRECISION = {"no": "fp32", "fp16": "fp16", "bf16": "bf16", "float": "fp32", "fp32": "fp32"}
 # Options whose purpose the webui (or this trainer) covers: ignored, with the reason.
 COVERED = {
@@ -140,7 +141,7 @@ def import_kohya(data: Dict[str, Any]) -> KohyaImport:
         if target is not None and target in fields:
             if value is None or (value == "" and target not in ("reg_dir", "training_comment")):
                 continue
-            out[target] = _resolution(value) if name == "resolution" else value
+            out[target] = _resolution(value) if target == "resolution" else value
         elif name in ("max_train_steps", "max_train_epochs", "learning_rate", "network_args", "optimizer_type",
                       "optimizer", "optimizer_args", "mixed_precision", "save_precision", "lr_warmup",
                       "network_train_unet_only", "network_train_text_encoder_only", "sample_prompts",
@@ -172,13 +173,20 @@ def import_kohya(data: Dict[str, Any]) -> KohyaImport:
 
 
 def _steps(data, out, result):
-    epochs, steps = data.get("max_train_epochs", data.get("epoch")), data.get("max_train_steps")
-    if not _is_off(epochs) and int(epochs) > 0:  # sd-scripts: epochs override steps
-        out["max_train_epochs"], out["max_train_steps"] = int(epochs), 0
-        if not _is_off(steps):
+    def count(*names):  # first positive value; "" / 0 mean unset (the kohya_ss GUI writes those)
+        for name in names:
+            value = data.get(name)
+            if not _is_off(value) and int(float(value)) > 0:
+                return int(float(value))
+        return None
+
+    epochs, steps = count("max_train_epochs", "epoch"), count("max_train_steps")
+    if epochs:  # sd-scripts: epochs override steps
+        out["max_train_epochs"], out["max_train_steps"] = epochs, 0
+        if steps:
             result.notes.append(f"max_train_epochs = {epochs} overrides max_train_steps = {steps} (as in kohya)")
-    elif not _is_off(steps):
-        out["max_train_steps"] = int(steps)
+    elif steps:
+        out["max_train_steps"] = steps
     else:
         out["max_train_steps"] = KOHYA_DEFAULT_STEPS
         result.notes.append(f"neither max_train_epochs nor max_train_steps is set: kohya's default of "

@@ -89,6 +89,11 @@ def test_steps_precedence_and_defaults_as_kohya():
     gui = import_kohya({"epoch": 3, "lr_warmup": 10, "optimizer": "Prodigy", "LoRA_type": "Standard"})
     assert (gui.config.max_train_epochs, gui.config.max_train_steps, gui.config.lr_warmup_steps) == (3, 0, 0.1)
     assert gui.config.optimizer == "Prodigy" and dict(gui.ignored) == {"LoRA_type": "not supported here"}
+    # kohya_ss GUI JSON writes unset numbers as "" or 0
+    gui = import_kohya({"epoch": 2, "max_train_epochs": "", "max_train_steps": "0", "max_resolution": "768,768",
+                        "seed": "", "learning_rate": "0.0003"})
+    assert (gui.config.max_train_epochs, gui.config.max_train_steps, gui.config.resolution) == (2, 0, 768)
+    assert gui.config.unet_lr == 3e-4 and gui.config.seed == 42 and not gui.notes
     with pytest.raises(ConfigError) as err:
         import_kohya({"network_dim": "many"})
     assert err.value.field == "network_dim" and "kohya config" in str(err.value)
@@ -160,7 +165,7 @@ def test_every_mapped_name_is_an_sd_scripts_option():
         pytest.skip("set SD_SCRIPTS_DIR to a kohya sd-scripts checkout")
     sources = [Path(scripts) / "train_network.py", *(Path(scripts) / "library").glob("*.py")]
     text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in sources)
-    gui_only = {"epoch", "conv_dim", "conv_alpha", "sdxl"}  # kohya_ss GUI JSON names
+    gui_only = {"epoch", "conv_dim", "conv_alpha", "sdxl", "max_resolution"}  # kohya_ss GUI JSON names
     names = (set(kohya_config.SAME) | set(kohya_config.RENAMED) | set(kohya_config.COVERED) | {
         "max_train_steps", "max_train_epochs", "learning_rate", "network_args", "optimizer_type", "optimizer_args",
         "mixed_precision", "save_precision", "network_train_unet_only", "network_train_text_encoder_only",
