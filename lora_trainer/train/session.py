@@ -16,6 +16,7 @@ from .batches import TextEncoderCache
 from .caption_length import long_caption_warning
 from .checkpointing import GradientCheckpointing
 from .errors import Cancelled, TrainError
+from .loss_weights import training_alphas_cumprod
 from .optimizers import build_optimizer
 from .precision import resolve_precision
 from .saving import RunInfo, existing, planned_files
@@ -99,7 +100,7 @@ class Session:
             self.attention.enable()
         if self.attention.count:
             self.log(f"fused attention (torch SDPA) for {self.attention.count} stock ldm attention layers")
-        self.alphas_cumprod = adapter.alphas_cumprod(self.device)
+        self.alphas_cumprod = training_alphas_cumprod(adapter, c, self.device, self.log)  # zero_terminal_snr
         return self
 
     def _scan_dataset(self):
@@ -211,8 +212,14 @@ class Session:
         self.scaler = self.precision.grad_scaler()
 
     def _resume(self, folder: Path):
+        from ..lora_file import LoRAFormatError
+
         meta, tensors = load_state(folder)
-        self.network.load_kohya_state_dict(tensors, strict=True)
+        try:
+            self.network.load_kohya_state_dict(tensors, strict=True)
+        except LoRAFormatError as exc:
+            sdxl = " (SDXL trains the UNet only unless 'SDXL: UNet only' is off)" if self.adapter.arch == "sdxl" else ""
+            raise TrainError(f"resume_state: {folder.name} holds another network than this run{sdxl}: {exc}") from exc
         try:
             self.optimizer.load_state_dict(meta["optimizer"])
             self.scheduler.load_state_dict(meta["scheduler"])
@@ -251,7 +258,8 @@ class Session:
         if c.shuffle_caption or c.caption_dropout_rate or c.caption_tag_dropout_rate:
             raise TrainError("cache_text_encoder_outputs: captions change every step (shuffle_caption or caption "
                              "dropout is on), so text-encoder outputs cannot be cached; turn one of them off")
-        captions = sorted({process_caption(item.caption, self.options, random.Random(0), 1) for item in self.items})
+        captions = sorted({process_caption(item.caption, self.options, random.Random(0), 1, is_reg=item.is_reg)
+                           for item in self.items})
         if c.caption_dropout_every_n_epochs:
             captions.append("")
         self.emit("caching", message=f"Caching text-encoder outputs for {len(captions)} captions")

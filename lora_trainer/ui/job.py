@@ -125,6 +125,14 @@ def progress_text(job: TrainingJob) -> str:
     return " ".join(parts).replace("\n", " ")
 
 
+def _checkpoint_identity(host: Host, job) -> dict:
+    try:
+        return dict(host.checkpoint_identity())
+    except Exception as exc:  # metadata is never worth a failed run
+        job.add_log(f"could not read the checkpoint's name/hash for the metadata: {exc}")
+        return {}
+
+
 def _default_train():
     from lora_trainer.train import train  # the engine; imported late so the UI loads even without it
 
@@ -259,7 +267,8 @@ class JobRunner:
                              progress_text(job))
 
         cancel = CancelToken(extra_check=lambda: job.cancel_requested or self.host.interrupted())
-        hooks = TrainHooks(on_sample=previews, on_saved=job.on_saved, on_log=job.add_log)
+        hooks = TrainHooks(on_sample=previews, on_saved=job.on_saved, on_log=job.add_log,
+                           model_identity=_checkpoint_identity(self.host, job))
         return train_fn(model, job.config, progress=progress, cancel=cancel, hooks=hooks), previews
 
     def _write_card_preview(self, job: TrainingJob, previews, final_file: str) -> None:

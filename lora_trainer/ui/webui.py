@@ -35,6 +35,16 @@ class WebuiHost(Host):
         except (AttributeError, TypeError, ValueError):
             return 1
 
+    def checkpoint_identity(self) -> Dict[str, str]:
+        """From `sd_checkpoint_info`: `hash` is computed when the webui lists checkpoints (it reads 64 KB), `sha256`
+        only exists once the webui has hashed the file (cache), and is never computed here (GBs to read)."""
+        info = getattr(self.model(), "sd_checkpoint_info", None)
+        if info is None:
+            return {}
+        identity = {"name": os.path.basename(getattr(info, "filename", "") or getattr(info, "name", "") or ""),
+                    "hash": getattr(info, "hash", None) or "", "sha256": getattr(info, "sha256", None) or ""}
+        return {key: str(value) for key, value in identity.items() if value}
+
     def unsupported_reason(self) -> str:
         from modules import devices, sd_unet, shared
 
