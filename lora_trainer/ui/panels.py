@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 STATE_LABELS = {
-    "idle": "Idle", "queued": "Waiting for the GPU", "running": "Training", "completed": "Finished",
+    "idle": "Idle", "queued": "Queued", "running": "Training", "completed": "Finished",
     "cancelled": "Cancelled", "nan": "Stopped: the loss became NaN", "oom": "Stopped: out of GPU memory",
     "error": "Failed",
 }
@@ -34,6 +34,11 @@ def model_markdown(host) -> str:
         return f"**Model:** {html.escape(exc.message)}"
     return f"**Model:** {html.escape(title or 'loaded checkpoint')} — detected **{arch.upper()}**. " \
            f"Training uses this checkpoint; load another one at the top to train on it."
+
+
+def state_key(status: Dict[str, Any]) -> str:
+    """Which job in which state: a click's answer stays shown until this changes."""
+    return f"{status.get('job_id') or ''}:{status.get('state', 'idle')}"
 
 
 def status_markdown(status: Dict[str, Any]) -> str:

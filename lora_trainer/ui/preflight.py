@@ -14,11 +14,12 @@ from lora_trainer.ui.host import Host
 class JobRefused(Exception):
     """The job cannot start; `field` names the offending option when there is one."""
 
-    def __init__(self, message: str, field: str = "", status_code: int = 400):
+    def __init__(self, message: str, field: str = "", status_code: int = 400, details: str = ""):
         super().__init__(message)
         self.message = message
         self.field = field
         self.status_code = status_code
+        self.details = details  # markdown for the tab (e.g. the Check dataset report), under the message
 
 
 @dataclass
@@ -58,6 +59,24 @@ def _check_folder(path: str, field: str, label: str) -> None:
         raise JobRefused(f"{label}: '{path}' is empty.", field)
 
 
+def check_training_images(host: Host, config: TrainConfig) -> None:
+    """Scan as Check dataset does: a dataset with no readable training image is refused now, with each file and
+    why it cannot be used, instead of failing minutes later as a job."""
+    from lora_trainer.ui.dataset_check import check_dataset, summary_markdown
+
+    try:
+        report = check_dataset(config, host)
+    except ValueError as exc:
+        raise JobRefused(f"Training images folder: {exc}", "train_dir") from exc
+    if report.ok:
+        return
+    lines = [f"Training images folder: nothing to train in '{config.train_dir}': {report.fix or 'no usable images'}"]
+    lines += [f"- {path}: {reason}" for path, reason in report.skipped[:30]]
+    if len(report.skipped) > 30:
+        lines.append(f"- ... and {len(report.skipped) - 30} more")
+    raise JobRefused("\n".join(lines), "train_dir", details=summary_markdown(report))
+
+
 def output_file(config: TrainConfig) -> Path:
     return Path(config.output_dir).expanduser() / f"{config.output_name.strip()}.safetensors"
 
@@ -83,4 +102,5 @@ def preflight(host: Host, config: TrainConfig) -> Checked:
         raise JobRefused(f"LoRA name: {target} already exists. Choose another name or tick "
                          "'Overwrite an existing file'.", "output_name")
     title, arch = check_model(host)
+    check_training_images(host, config)
     return Checked(model_title=title, arch=arch, output_file=str(target))

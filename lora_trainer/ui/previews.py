@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -139,10 +141,23 @@ class PreviewMaker:
         folder = preview_dir(self.config)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.config.output_name}-step{step:06d}-{index}.png"
-        sheet.save(path)
+        save_image_atomically(sheet, path)
         self.job.add_preview(str(path))
         self.job.add_log(f"preview saved: {path}")
         return str(path)
+
+
+def save_image_atomically(image, path: Path) -> Path:
+    """PNG via a temporary file in the same folder and a rename: a crash never leaves half an image."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def _save_rng():
