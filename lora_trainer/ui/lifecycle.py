@@ -76,7 +76,9 @@ def _once(on_shutdown: Optional[Callable[[str], None]], reason: str) -> None:
 
 
 def _current(reason: str) -> None:
-    _once(_Hooks.on_shutdown, reason)
+    """The newest runner's shutdown (the hooks are installed once, the runner may be replaced)."""
+    if _Hooks.on_shutdown is not None:
+        _Hooks.on_shutdown(reason)
 
 
 def wrap_signal_handler(previous, on_shutdown: Callable[[str], None]):
@@ -118,7 +120,7 @@ def install_shutdown_hooks(on_shutdown: Callable[[str], None], restart_module=No
     if _Hooks.installed:
         return
     _Hooks.installed = True
-    atexit.register(_current, "exit")
+    atexit.register(_once, _current, "exit")
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGINT, signal.SIGTERM):
