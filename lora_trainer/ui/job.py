@@ -188,9 +188,17 @@ class JobRunner:
                               checked.model_title, checked.arch)
             job.add_log(f"queued '{config.output_name}' on {checked.model_title or 'the loaded model'} "
                         f"({checked.arch}); output {checked.output_file}")
+            try:
+                self.host.task_queued(job.task_id)
+            except Exception as exc:  # only the webui's "queued" display is missing; the job still runs
+                job.add_log(f"could not show the job as queued in the webui: {exc}")
             self._job = job
-            self.host.task_queued(job.task_id)
-            threading.Thread(target=self._run, args=(job,), name="train-lora", daemon=True).start()
+            try:
+                threading.Thread(target=self._run, args=(job,), name="train-lora", daemon=True).start()
+            except RuntimeError as exc:  # cannot start a thread: never leave a job that looks queued forever
+                job.finish("error", f"could not start the training thread: {exc}")
+                job.done.set()
+                raise JobRefused(f"Could not start the training: {exc}", status_code=503) from exc
             return job
 
     def cancel(self, reason: str = "cancel") -> bool:

@@ -33,7 +33,11 @@ def check_model(host: Host) -> tuple:
     """(title, arch) of the loaded model, or JobRefused saying what to load."""
     from lora_trainer.arch.detect import UnsupportedModel, detect_arch
 
-    model = host.model()
+    try:
+        model = host.model()
+    except Exception as exc:  # the webui is in the middle of loading a checkpoint, or broken
+        raise JobRefused(f"Cannot read the loaded checkpoint from the webui ({type(exc).__name__}: {exc}). Wait "
+                         "until the checkpoint has loaded and try again.", status_code=409) from exc
     if model is None:
         raise JobRefused("No checkpoint is loaded in the webui. Pick one in the checkpoint dropdown at the top and "
                          "wait until it has loaded.", status_code=409)
