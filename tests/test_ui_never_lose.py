@@ -65,8 +65,9 @@ def test_a_preview_failing_offline_at_step_2_of_4_is_a_warning_and_the_lora_is_s
     assert status["state"] == "completed", status["message"]
     final = Path(status["final_file"])
     assert final.is_file() and load_lora(final)[1]["ss_steps"] == "4"
-    assert "Warning: the preview at step 2 failed (URLError" in status["message"]
-    assert any("warning: the preview at step 2 failed: URLError" in line for line in status["log"])
+    assert "Warning: the preview at step 2 failed (PreviewOffline: URLError" in status["message"]
+    line = next(line for line in status["log"] if "warning: the preview at step 2 failed" in line)
+    assert "URLError" in line and "Approx cheap" in line  # what to do about it, offline
     assert len(status["previews"]) == 3  # steps 1, 3 and 4
     assert temp_files(tmp_path / "out") == []
 
