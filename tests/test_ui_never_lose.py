@@ -142,6 +142,7 @@ def test_shutdown_during_training_saves_the_partial_lora(sd1, tmp_path, capsys):
             break
         threading.Event().wait(0.05)
     assert said and str(job.final_file) in said[0]
+    assert ("stop_work",) in host.calls  # a preview in progress would have been stopped
     assert "saving 'hero' first" in capsys.readouterr().out
     assert temp_files(tmp_path / "out") == []
 

@@ -46,6 +46,9 @@ class FakeHost(Host):
     def interrupted(self):
         return self.interrupt
 
+    def stop_work(self):
+        self.calls.append(("stop_work",))
+
     def release_webui_loras(self, model):
         self.calls.append(("release_loras",))
 

@@ -49,6 +49,10 @@ class Host:
         browser reload: a training survives those (lifecycle.RestartWatch tells them apart)."""
         return False
 
+    def stop_work(self) -> None:
+        """The process is exiting: make the webui's own work in progress (a preview's sampling) stop early, so the
+        job reaches its save in time."""
+
     def install_shutdown_hooks(self, on_shutdown: Callable[[str], None]) -> None:
         """Call `on_shutdown(reason)` before the process ends (Ctrl+C, SIGTERM, the webui's restart/stop, a normal
         exit), so a running job can save; see lifecycle.install_shutdown_hooks."""

@@ -219,6 +219,10 @@ class JobRunner:
         print(f"Train LoRA: the webui is exiting ({reason}); saving '{job.config.output_name}' first "
               f"(up to {timeout:g} s)...", flush=True)
         self.cancel("shutdown")
+        try:
+            self.host.stop_work()  # a preview in progress ends now instead of after all its sampling steps
+        except Exception as exc:  # noqa: BLE001
+            job.add_log(f"could not stop the webui's current work: {exc}")
         if job.done.wait(timeout):
             line = f"Train LoRA: {job.message}"
         else:

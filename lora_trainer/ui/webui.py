@@ -35,6 +35,11 @@ class WebuiHost(Host):
 
         self._restart_watch = RestartWatch(shared.state, training=lambda: bool(self._task_id)).install()
 
+    def stop_work(self) -> None:
+        from modules import shared
+
+        shared.state.interrupt()  # the sampler of a running preview checks it every step
+
     def install_shutdown_hooks(self, on_shutdown) -> None:
         from modules import restart
 
