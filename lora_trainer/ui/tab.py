@@ -8,6 +8,8 @@ import gradio as gr
 from lora_trainer.ui import form
 from lora_trainer.ui.handlers import Handlers
 
+# periodic refreshes must not flash gradio's "processing" overlay over the panel (gradio 4 spells it "hidden")
+QUIET = False if gr.__version__.startswith("3.") else "hidden"
 PROGRESS_HTML = "<div class='train-lora-progress-box'><div id='train_lora_progress_anchor'></div></div>"
 SECTION_TITLES = {"dataset": "1 · Dataset", "network": "2 · Network", "training": "3 · Training",
                   "previews": "4 · Previews", "output": "Output and saving"}
@@ -153,7 +155,7 @@ def build_tab(runner) -> gr.Blocks:
         cancel.click(handlers.cancel, outputs=[notice, notice_key, status])
         panel_outputs = [status, loss_plot, gallery, log, send_text, task_id, notice, notice_key]
         # also clicked by train_lora.js: at page load (re-attach to a running job) and while the tab is open
-        refresh.click(handlers.refresh, inputs=[notice_key], outputs=panel_outputs).then(
+        refresh.click(handlers.refresh, inputs=[notice_key], outputs=panel_outputs, show_progress=QUIET).then(
             None, _js="train_lora_attach_progress", inputs=[task_id])
         send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
