@@ -156,13 +156,23 @@ class ScriptedTrain:
         return TrainResult("completed", f"Done: {total} steps. Saved {final}.", files=files, final_file=final)
 
 
+def chaotic(chaos: Chaos, method, where: str):
+    def call(*args, **kwargs):
+        chaos.maybe(where)
+        return method(*args, **kwargs)
+
+    return call
+
+
 @pytest.fixture
 def chaos_world(tmp_path, monkeypatch):
     import lora_trainer.lora_file.save as lora_save
     import lora_trainer.train.loop as loop
     import lora_trainer.train.session as session
     import lora_trainer.ui.previews as previews
+    from lora_trainer.dataset import LatentCache
     from lora_trainer.train import train as real_train
+    from lora_trainer.ui.job import TrainingJob
 
     chaos = Chaos(seed=12, rate=0.03)
     monkeypatch.setattr(lora_save, "os", ChaosOS(chaos, "LoRA save"))
@@ -179,6 +189,10 @@ def chaos_world(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "diffusion_loss", loss)
     monkeypatch.setattr(session.Session, "_build_optimizer", build_optimizer)
+    for owner, name, where in ((session.Session, "_scan_dataset", "dataset scan"),
+                               (LatentCache, "prepare", "latent caching"),
+                               (TrainingJob, "on_saved", "on_saved hook")):
+        monkeypatch.setattr(owner, name, chaotic(chaos, getattr(owner, name), where))
     scripted = ScriptedTrain(chaos)
 
     def train_fn(model, config, progress, cancel, hooks):
@@ -305,6 +319,6 @@ def test_soak_200_cycles_with_random_timing_and_failures(tmp_path, chaos_world):
         assert begins <= ends <= 1, (job.task_id, begins, ends)  # end() after every begin(), even a failed one
 
     assert len(jobs) > CYCLES * 0.8 and states.get("completed", 0) > 20 and states.get("error", 0) > 5, states
-    assert len(chaos.fired) >= 8, chaos.fired  # failures really landed in many phases
+    assert len(chaos.fired) >= 10, chaos.fired  # failures really landed in many phases
     assert "running" in seen and "completed" in seen
     print(f"soak: {len(jobs)} jobs {states}, refused {refused}, injected {chaos.fired}, {elapsed:.1f} s")
