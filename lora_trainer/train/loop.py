@@ -17,6 +17,7 @@ import torch
 from ..arch.detect import UnsupportedModel
 from ..config import ConfigError
 from .batches import make_batch
+from .distributed import LocalProcess
 from .errors import Cancelled, TrainError
 from .memory import free_memory, is_out_of_memory, oom_advice
 from .model_guard import ModelGuard
@@ -63,6 +64,7 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
         return TrainResult("error", str(exc))
     guard = ModelGuard(model).snapshot()
     session = Session(model, config, adapter, device, emit, log, cancel)
+    session.dist = hooks.distributed or LocalProcess()  # several processes: train/distributed.py
     result = None
     try:
         session.prepare()
@@ -160,7 +162,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
     """Forward/backward over the group's micro-batches, then one optimizer step. Returns the mean loss."""
     c = s.config
     values = []
-    for micro, items in enumerate(group):
+    for micro, items in s.dist.share(group):  # one process: every micro-batch; rank r of N: r, r+N, ...
         seed = step_seed(c.seed, step, micro)
         rng = random.Random(seed)
         torch.manual_seed(seed)  # LoRA dropout, VAE posterior sample when latents are not cached
@@ -181,6 +183,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
         scaled = loss / c.gradient_accumulation_steps  # accelerate divides by the configured count, always
         (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
         values.append(value)
+    values = s.dist.sync(s.trainable, values)  # all-reduce the LoRA gradients (and losses) across processes
     if s.scaler is not None:
         s.scaler.unscale_(s.optimizer)
     if c.max_grad_norm:
@@ -209,6 +212,8 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
         raise NonFinite(step - 1, "the LoRA weights became NaN/inf")  # never write a broken file
     emit("saving", step=step, total_steps=s.total_steps, epoch=epoch, total_epochs=s.epochs,
          message=f"Saving {path.name}")
+    if not s.dist.is_main:
+        return path  # rank 0 writes: every rank holds the same weights
     training = training_metadata(
         c, arch=s.adapter.arch, optimizer_description=s.optimizer_description, precision=s.precision.name,
         report=s.report, batches_per_epoch=s.batches_per_epoch, total_steps=s.total_steps, epochs=s.epochs,

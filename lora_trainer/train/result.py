@@ -29,8 +29,11 @@ class TrainResult:
 class TrainHooks:
     """on_sample(step, epoch, network, adapter): every config.sample_every_n_steps / _epochs, with the LoRA
     attached to the model and gradient checkpointing off, so the caller can render previews with the model.
-    on_saved(path): after each LoRA file is written. on_log(text): human-readable log lines."""
+    on_saved(path): after each LoRA file is written. on_log(text): human-readable log lines.
+    distributed: how micro-batches are shared and gradients synchronised across processes (train/distributed.py)."""
 
     on_sample: Optional[Callable[[int, int, Any, Any], None]] = None
     on_saved: Optional[Callable[[Path], None]] = None
     on_log: Optional[Callable[[str], None]] = None
+    # several processes: train.distributed.DataParallel (None: this process trains alone, as in the webui tab)
+    distributed: Any = None
