@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -27,9 +29,14 @@ def clip_text_folder(sizes: dict) -> Path:
                             eos_token_id=49407, pad_token_id=49407, **sizes)
     key = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
     folder = tiny_cache_dir() / f"clip-config-{key}"
-    if not (folder / "merges.txt").exists():
-        write_clip_tokenizer(folder)
-        config.save_pretrained(folder)
+    if not (folder / "config.json").exists():
+        tmp = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.tmp")
+        write_clip_tokenizer(tmp)
+        config.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)  # atomic: several processes (ranks) may build it at once
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
