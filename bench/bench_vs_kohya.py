@@ -63,7 +63,7 @@ def our_config(workdir: Path, data: Path, args) -> Path:
 
 
 def kohya_args(sd_scripts: Path, workdir: Path, data: Path, checkpoint: Path, args) -> list:
-    return ["--script", str(sd_scripts / "train_network.py"), "--",
+    return ["--torchvision-shim", "--script", str(sd_scripts / "train_network.py"), "--",
             "--pretrained_model_name_or_path", str(checkpoint), "--train_data_dir", str(data),
             "--output_dir", str(workdir / "kohya"), "--output_name", "bench", "--save_model_as", "safetensors",
             "--network_module", "networks.lora", "--network_dim", "8", "--network_alpha", "8",

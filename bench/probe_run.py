@@ -28,12 +28,19 @@ def main() -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("-m", dest="module")
     target.add_argument("--script")
+    parser.add_argument("--torchvision-shim", action="store_true",
+                        help="make a CUDA-build torchvision importable on a CPU torch (lora_trainer.testing)")
     args, rest = parser.parse_known_args()
     if rest and rest[0] == "--":
         rest = rest[1:]
 
     import torch
 
+    if args.torchvision_shim:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from lora_trainer.testing.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()
     stamps: list = []
     peak = {"rss": 0, "cuda": 0}
     stop = threading.Event()

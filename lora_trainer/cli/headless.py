@@ -80,6 +80,9 @@ def run(args, config) -> int:
     from ..train import distributed as dist
     from .train_cmd import TqdmProgress, print_result, single_thread
 
+    if args.vae and not args.checkpoint:
+        print("error: --vae replaces a checkpoint's VAE; give the checkpoint with --checkpoint")
+        return 2
     if "OMP_NUM_THREADS" not in os.environ:
         single_thread()
     strategy, dist_device = dist.start(cpu=args.device == "cpu")
