@@ -2,8 +2,9 @@
 the peak memory over the steps: `python bench/probe_run.py --out probe.json (-m MODULE | --script FILE) ARGS...`.
 
 Both trainers in bench_vs_kohya.py are measured by this one probe (stdlib + torch only, so it runs in
-sd-scripts' own venv too): a global optimizer step hook time-stamps every step, a thread samples the
-resident set size (CPU) or `torch.cuda.max_memory_allocated` is reset at the first step (GPU).
+sd-scripts' own venv too): a global optimizer step hook time-stamps every step (wall clock and process CPU
+time), a thread samples the resident set size (CPU) or `torch.cuda.max_memory_allocated` is reset at the
+first step (GPU).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> int:
 
         ensure_torchvision_importable()
     stamps: list = []
+    cpu_stamps: list = []
     peak = {"rss": 0, "cuda": 0}
     stop = threading.Event()
 
@@ -58,6 +60,7 @@ def main() -> int:
                 torch.cuda.reset_peak_memory_stats()
             peak["cuda"] = max(peak["cuda"], torch.cuda.max_memory_allocated())
         stamps.append(time.perf_counter())
+        cpu_stamps.append(time.process_time())  # CPU time: robust when other jobs share the cores
 
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -83,8 +86,8 @@ def main() -> int:
         thread.join()
         handle.remove()
     with open(args.out, "w") as f:
-        json.dump({"exit_code": code, "start": start, "step_ends": stamps, "peak_rss": peak["rss"],
-                   "peak_cuda": peak["cuda"]}, f)
+        json.dump({"exit_code": code, "start": start, "step_ends": stamps, "step_ends_cpu": cpu_stamps,
+                   "peak_rss": peak["rss"], "peak_cuda": peak["cuda"]}, f)
     return code
 
 
