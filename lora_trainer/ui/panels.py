@@ -32,8 +32,11 @@ def model_markdown(host) -> str:
         title, arch = check_model(host)
     except JobRefused as exc:
         return f"**Model:** {html.escape(exc.message)}"
+    from lora_trainer.ui.clip_skip import clip_skip_markdown
+
     return f"**Model:** {html.escape(title or 'loaded checkpoint')} — detected **{arch.upper()}**. " \
-           f"Training uses this checkpoint; load another one at the top to train on it."
+           f"Training uses this checkpoint; load another one at the top to train on it. " \
+           f"{clip_skip_markdown(host, arch)}"
 
 
 def status_markdown(status: Dict[str, Any]) -> str:

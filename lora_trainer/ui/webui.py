@@ -27,6 +27,14 @@ class WebuiHost(Host):
         info = getattr(self.model(), "sd_checkpoint_info", None)
         return getattr(info, "title", "") or ""
 
+    def clip_skip(self) -> int:
+        from modules import shared
+
+        try:
+            return max(1, int(shared.opts.CLIP_stop_at_last_layers))
+        except (AttributeError, TypeError, ValueError):
+            return 1
+
     def unsupported_reason(self) -> str:
         from modules import devices, sd_unet, shared
 
