@@ -95,7 +95,10 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = True
     cache_text_encoder_outputs: bool = False  # only when the text encoder is not trained and captions are fixed
-    clip_skip: int = 1
+    clip_skip: int = 0  # 0 = the webui's Clip skip setting at start (1 outside the webui); SD1 only
+    # --- prompt encoding (issue 11): captions encoded as the webui encodes prompts ---
+    max_token_length: int = 225  # 75 / 150 / 225: caption tokens kept, in 75-token chunks (kohya's name)
+    weighted_captions: bool = False  # parse (tag:1.2) / [tag] emphasis as the webui; off = brackets are text
     seed: int = 42
 
     # --- saving ---
@@ -153,6 +156,7 @@ class TrainConfig:
                 raise ConfigError(fname, f"{getattr(self, fname)!r} is not one of {', '.join(allowed)}")
         if self.loss_type == "huber" and not 0 < self.huber_c <= 1:
             raise ConfigError("huber_c", f"must be in (0, 1] for the Huber loss, got {self.huber_c}")
+        _validate_prompt_encoding(self)
         if not self.caption_extension.startswith("."):
             self.caption_extension = "." + self.caption_extension
         return self
@@ -198,6 +202,14 @@ class TrainConfig:
     def warmup_steps(self, total_steps: int) -> int:
         w = self.lr_warmup_steps
         return int(math.floor(w * total_steps)) if 0 < w < 1 else int(w)  # kohya: int(ratio * total), down
+
+
+def _validate_prompt_encoding(cfg) -> None:
+    if not 0 <= cfg.clip_skip <= 12:
+        raise ConfigError("clip_skip", f"must be 0 (follow the webui) or 1-12 (CLIP's layers), got {cfg.clip_skip}")
+    if cfg.max_token_length not in (75, 150, 225):
+        raise ConfigError("max_token_length", f"must be 75, 150 or 225 (one to three 75-token chunks), "
+                                              f"got {cfg.max_token_length}")
 
 
 def _positive(cfg, *names):

@@ -219,14 +219,16 @@ def test_captioning_leaves_the_trigger_off_regularisation_images(tmp_path):
 def test_long_caption_warning_counts_no_trigger_on_reg_images():
     from types import SimpleNamespace
 
+    from lora_trainer.prompts import PromptOptions
     from lora_trainer.train.caption_length import long_caption_warning
 
     caption = " ".join(["tag"] * 74)  # 74 tokens; with "trigger, " in front it would be 76
     items = [SimpleNamespace(caption=caption, is_reg=True, path=SimpleNamespace(name="r.png"))]
     adapter = get_adapter(tiny_model("sd1"))
-    assert long_caption_warning(adapter, items, "trigger") is None
+    one_chunk = PromptOptions(max_token_length=75)
+    assert long_caption_warning(adapter, items, "trigger", one_chunk) is None
     items[0].is_reg = False
-    assert "r.png" in long_caption_warning(adapter, items, "trigger")
+    assert "r.png" in long_caption_warning(adapter, items, "trigger", one_chunk)
 
 
 def test_resuming_a_text_encoder_state_under_the_sdxl_default_says_why(tmp_path):

@@ -57,13 +57,21 @@ def make_batch(items, *, adapter, options, epoch: int, rng: random.Random, devic
 
 class TextEncoderCache:
     """Text-encoder outputs per caption, for a frozen text encoder: each distinct caption is encoded once.
-    Bounded (LRU) so shuffled captions cannot grow it without limit; kept on the training device."""
+    Bounded (LRU) so shuffled captions cannot grow it without limit; kept on the training device.
+    Entries keep their own chunk count; a batch is padded to its longest with the empty caption's encoding, so it
+    equals encoding the batch directly."""
 
-    def __init__(self, adapter, clip_skip: int, max_entries: int = 2048):
+    def __init__(self, adapter, clip_skip: int, max_entries: int = 2048, prompts=None):
         self.adapter = adapter
         self.clip_skip = clip_skip
+        self.prompts = prompts
         self.max_entries = max_entries
         self._entries: OrderedDict = OrderedDict()
+        self._empty: Optional[TextConditioning] = None
+
+    def _encode(self, captions: List[str]) -> TextConditioning:
+        with torch.no_grad():
+            return self.adapter.encode_text(captions, self.clip_skip, prompts=self.prompts)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,22 +79,22 @@ class TextEncoderCache:
     def encode(self, captions: List[str]) -> TextConditioning:
         missing = list(dict.fromkeys(c for c in captions if c not in self._entries))
         if missing:
-            with torch.no_grad():
-                out = self.adapter.encode_text(missing, self.clip_skip)
+            out = self._encode(missing)
             for i, caption in enumerate(missing):
-                self._entries[caption] = out.index([i])
+                self._entries[caption] = out.index([i]).unpadded()
                 if len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
         parts = []
         for caption in captions:
             entry = self._entries.get(caption)
             if entry is None:  # evicted while filling a huge batch: encode it on its own
-                with torch.no_grad():
-                    entry = self.adapter.encode_text([caption], self.clip_skip)
+                entry = self._encode([caption])
             else:
                 self._entries.move_to_end(caption)
             parts.append(entry)
-        return TextConditioning.cat(parts)
+        if len({p.context.shape[1] for p in parts}) > 1 and self._empty is None:
+            self._empty = self._encode([""])
+        return TextConditioning.cat(parts, self._empty)
 
     def clear(self) -> None:
         self._entries.clear()

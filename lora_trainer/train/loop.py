@@ -174,7 +174,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
             if s.text_cache is not None:
                 text = s.text_cache.encode(batch.captions)
             else:
-                text = s.adapter.encode_text(batch.captions, c.clip_skip)
+                text = s.adapter.encode_text(batch.captions, c.clip_skip, prompts=s.prompts)
             text = zero_dropped_captions(s.adapter.arch, text, batch.dropped)
         loss = diffusion_loss(s.adapter, batch, text, config=c, alphas_cumprod=s.alphas_cumprod,
                               generator=generator, precision=s.precision)

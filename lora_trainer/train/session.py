@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 import torch
 
 from ..arch.adapters import ModelAdapter
+from ..prompts import EmphasisError, PromptOptions
 from .attention import FusedAttention
 from .batches import TextEncoderCache
 from .caption_length import long_caption_warning
@@ -58,6 +59,9 @@ class Session:
         self.optimizer = None
         self.latent_cache = None
         self.text_cache: Optional[TextEncoderCache] = None
+        self.prompts = PromptOptions.from_config(config)  # captions chunked / weighted as the webui's prompts
+        if config.clip_skip == 0:  # "follow the webui" without one (CLI): the webui's default, 1
+            config.clip_skip = 1
         self.checkpointing: Optional[GradientCheckpointing] = None
         self.attention: Optional[FusedAttention] = None
         self.start_step = 0
@@ -85,7 +89,7 @@ class Session:
             self._resume(Path(c.resume_state).expanduser())
         self._check_outputs()
         if not c.train_text_encoder:
-            self.text_cache = TextEncoderCache(adapter, c.clip_skip)
+            self.text_cache = TextEncoderCache(adapter, c.clip_skip, prompts=self.prompts)
             if c.cache_text_encoder_outputs:
                 self._precompute_text()
         self.checkpointing = GradientCheckpointing(adapter.unet)
@@ -115,8 +119,11 @@ class Session:
         self.items = list(dataset.items)
         for line in dataset.report.warnings:
             self.log(f"dataset: {line}")
-        warning = long_caption_warning(self.adapter, {item.path: item for item in self.items}.values(),
-                                       c.trigger_word)
+        try:
+            warning = long_caption_warning(self.adapter, {item.path: item for item in self.items}.values(),
+                                           c.trigger_word, self.prompts)
+        except EmphasisError as exc:
+            raise TrainError(f"weighted_captions: {exc}") from exc
         if warning:
             self.log(f"dataset: {warning}")
 

@@ -21,6 +21,7 @@ from lora_trainer.config import (
     ConfigError,
     TrainConfig,
 )
+from lora_trainer.prompts import MAX_TOKEN_LENGTHS
 
 SECTIONS = ("dataset", "network", "training", "previews", "output")
 SCHEDULE_CHOICES = ("Epochs", "Steps")
@@ -117,7 +118,14 @@ FIELDS: List[Field] = [
     Field("cache_text_encoder_outputs", "Cache text encoder outputs", "bool", "training",
           "Only when the text encoder is not trained.", advanced=True),
     Field("seed", "Seed", "int", "training"),
-    Field("clip_skip", "Clip skip", "int", "training", advanced=True),
+    # a new label: ui-config.json keeps the old "Clip skip" value (1) and would pin every run to it
+    Field("clip_skip", "Clip skip (0 = webui setting)", "int", "training", "0 follows the webui's Clip skip (SD1; "
+          "shown beside the model); 1-12 overrides.", advanced=True),
+    # issue 11: captions encoded as the webui encodes prompts
+    Field("max_token_length", "Max caption tokens", "choice", "training", "Captions are encoded in 75-token "
+          "chunks like webui prompts; longer text is cut.", choices=MAX_TOKEN_LENGTHS, advanced=True),
+    Field("weighted_captions", "Weighted captions", "bool", "training", "Read (tag:1.2), (tag), [tag] and \\( "
+          "escapes as the webui reads prompts. Off: brackets are text.", advanced=True),
     Field("max_grad_norm", "Max gradient norm", "float", "training", "0 = no clipping.", advanced=True),
     Field("loss_type", "Loss", "choice", "training", choices=LOSS_TYPES, advanced=True),
     Field("huber_c", "Huber c", "float", "training", advanced=True),

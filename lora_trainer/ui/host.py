@@ -32,6 +32,10 @@ class Host:
         """Why the webui's current setup cannot train (e.g. --lowvram), or ""."""
         return ""
 
+    def clip_skip(self) -> int:
+        """The webui's *Clip skip* (`CLIP_stop_at_last_layers`) that txt2img uses for SD1 prompts; 1 without one."""
+        return 1
+
     # ---- GPU ownership and progress --------------------------------------------------------------------------
     def gpu_lock(self) -> ContextManager:
         """Held for the whole job (the webui's queue_lock), so txt2img cannot run on a model mid-training."""

@@ -226,6 +226,11 @@ class JobRunner:
             from lora_trainer.arch.detect import detect_arch
 
             job.arch = detect_arch(model)  # again: the checkpoint may have changed while we waited
+            from lora_trainer.ui.clip_skip import resolve_clip_skip
+
+            clip_skip = resolve_clip_skip(host, job.config, job.arch)  # 0 = the webui's setting, now
+            if job.arch == "sd1":
+                job.add_log(f"clip skip {clip_skip}")
             host.release_webui_loras(model)
             result, previews = self._train(job, model)
             final_file = str(getattr(result, "final_file", "") or "")

@@ -32,10 +32,13 @@ def model_markdown(host) -> str:
         title, arch = check_model(host)
     except JobRefused as exc:
         return f"**Model:** {html.escape(exc.message)}"
+    from lora_trainer.ui.clip_skip import clip_skip_markdown
+
     text = f"**Model:** {html.escape(title or 'loaded checkpoint')} — detected **{arch.upper()}**. " \
-           f"Training uses this checkpoint; load another one at the top to train on it."
+           f"Training uses this checkpoint; load another one at the top to train on it. " \
+           f"{clip_skip_markdown(host, arch)}"
     note = _arch_note(host, arch)
-    return f"{text} {html.escape(note)}." if note else text
+    return f"{text.rstrip()} {html.escape(note)}." if note else text
 
 
 def _arch_note(host, arch: str) -> str:

@@ -37,6 +37,14 @@ class WebuiHost(Host):
                     "hash": getattr(info, "hash", None) or "", "sha256": getattr(info, "sha256", None) or ""}
         return {key: str(value) for key, value in identity.items() if value}
 
+    def clip_skip(self) -> int:
+        from modules import shared
+
+        try:
+            return max(1, int(shared.opts.CLIP_stop_at_last_layers))
+        except (AttributeError, TypeError, ValueError):
+            return 1
+
     def unsupported_reason(self) -> str:
         from modules import devices, sd_unet, shared
 

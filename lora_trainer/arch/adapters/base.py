@@ -119,7 +119,10 @@ class ModelAdapter:
         return out.float() * self.scale_factor
 
     # ---- text -------------------------------------------------------------------------------------------------
-    def encode_text(self, captions: List[str], clip_skip: int = 1) -> TextConditioning:
+    def encode_text(self, captions: List[str], clip_skip: int = 1, prompts=None, embeddings=None) -> TextConditioning:
+        """[B, 77 × chunks, D] context as the webui encodes each caption as a prompt. `prompts`: a
+        lora_trainer.prompts.PromptOptions (chunk limit, emphasis); `embeddings`: the textual-inversion lookup
+        described in lora_trainer/prompts/__init__.py."""
         raise NotImplementedError
 
     # ---- denoiser ---------------------------------------------------------------------------------------------
