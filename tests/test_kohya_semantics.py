@@ -222,7 +222,7 @@ def test_long_caption_warning_counts_no_trigger_on_reg_images():
     from lora_trainer.prompts import PromptOptions
     from lora_trainer.train.caption_length import long_caption_warning
 
-    caption = " ".join(["tag"] * 74)  # 74 tokens; with "trigger, " in front it would be 76
+    caption = " ".join(["tag"] * 74)  # 74 tokens; with "trigger, " in front it would be 76 (two chunks)
     items = [SimpleNamespace(caption=caption, is_reg=True, path=SimpleNamespace(name="r.png"))]
     adapter = get_adapter(tiny_model("sd1"))
     one_chunk = PromptOptions(max_token_length=75)

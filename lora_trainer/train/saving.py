@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -112,6 +113,19 @@ def save_network(path: Path, network, *, arch: str, config, training: dict, repo
         sd_model_name=_basename(identity.get("name")), sd_model_hash=identity.get("hash") or None,
         new_sd_model_hash=identity.get("sha256") or None)
     return save_lora(path, network.kohya_state_dict(), metadata, SAVE_DTYPES[c.save_precision], overwrite=overwrite)
+
+
+def temp_files(folder: Path, name: str) -> List[Path]:
+    """Temporary files (and state folders) that saves of LoRA `name` write before renaming them into place:
+    `.<file>.<hex>.tmp`. Left behind only when the process ended mid-write."""
+    n = re.escape(name)
+    patterns = (re.compile(rf"^\.{n}(?:-\d{{6}}|-step\d{{8}}(?:-\d+)?)?(?:\.safetensors|-state|\.preview\.png)"
+                           rf"\.[0-9a-f]+\.tmp$"),
+                re.compile(rf"^\.{n}-step\d{{6}}-\d+\.png\.[0-9a-f]+\.tmp$"))  # previews
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if any(pattern.match(p.name) for pattern in patterns))
 
 
 def existing(paths: List[Path]) -> Optional[Path]:
