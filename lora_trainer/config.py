@@ -83,6 +83,12 @@ class TrainConfig:
     huber_c: float = 0.1
     huber_schedule: str = "snr"  # kohya's default: c shrinks as noise grows
     min_snr_gamma: float = 0.0  # 0 = off; 5 is the paper's value
+    # --- kohya semantics (issue 11): SDXL default, v-prediction loss options; see lora_trainer/kohya_semantics.py ---
+    sdxl_unet_only: bool = True  # SDXL: train the UNet only even when train_text_encoder is on (kohya's advice)
+    zero_terminal_snr: bool = False  # rescale the schedule so the last step is pure noise (for v-prediction)
+    scale_v_pred_loss_like_noise_pred: bool = False
+    v_pred_like_loss: float = 0.0  # 0 = off
+    debiased_estimation_loss: bool = False
     noise_offset: float = 0.0
     min_timestep: int = 0
     max_timestep: int = 1000
@@ -142,7 +148,8 @@ class TrainConfig:
         _non_negative(self, "resolution", "max_train_epochs", "max_train_steps", "conv_dim", "keep_tokens",
                       "save_every_n_epochs", "save_every_n_steps", "sample_every_n_steps", "sample_every_n_epochs",
                       "max_grad_norm", "min_snr_gamma", "noise_offset", "lr_warmup_steps", "min_bucket_reso",
-                      "max_bucket_reso", "unet_lr", "text_encoder_lr", "prior_loss_weight", "clip_skip")
+                      "max_bucket_reso", "unet_lr", "text_encoder_lr", "prior_loss_weight", "clip_skip",
+                      "v_pred_like_loss")
         for name_ in ("network_dropout", "caption_dropout_rate", "caption_tag_dropout_rate"):
             v = getattr(self, name_)
             if not 0.0 <= v < 1.0:
@@ -157,7 +164,7 @@ class TrainConfig:
             raise ConfigError("max_timestep", "need 0 <= min_timestep < max_timestep <= 1000")
         if not (self.train_unet or self.train_text_encoder):
             raise ConfigError("train_unet", "train the UNet, the text encoder, or both")
-        if self.cache_text_encoder_outputs and self.train_text_encoder:
+        if self.cache_text_encoder_outputs and self.train_text_encoder and not self.sdxl_unet_only:
             raise ConfigError("cache_text_encoder_outputs", "cannot cache text-encoder outputs while training it")
         for fname, allowed in (("optimizer", OPTIMIZERS), ("lr_scheduler", SCHEDULERS),
                                ("mixed_precision", PRECISIONS), ("save_precision", SAVE_PRECISIONS),
@@ -214,7 +221,7 @@ class TrainConfig:
     # derived values -----------------------------------------------------
     def warmup_steps(self, total_steps: int) -> int:
         w = self.lr_warmup_steps
-        return int(math.ceil(w * total_steps)) if 0 < w < 1 else int(w)
+        return int(math.floor(w * total_steps)) if 0 < w < 1 else int(w)  # kohya: int(ratio * total), down
 
 
 def _validate_prompt_encoding(cfg) -> None:

@@ -116,12 +116,22 @@ def test_file_layouts_are_the_webuis():
     ({"pivotal_token": ""}, "pivotal_token"), ({"pivotal_frac": 0}, "pivotal_frac"),
     ({"pivotal_vectors_per_token": 0}, "pivotal_vectors_per_token"),
     ({"cache_text_encoder_outputs": True, "train_text_encoder": False}, "cache_text_encoder_outputs"),
-    ({"optimizer": "Prodigy", "unet_lr": 1.0, "text_encoder_lr": 0.5}, "text_encoder_lr"),
 ])
 def test_bad_pivotal_and_prodigy_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError) as err:
         _config(**overrides)
     assert err.value.field == field
+
+
+def test_prodigy_groups_with_different_lrs_are_refused_naming_the_parts():
+    from lora_trainer.train import TrainError
+    from lora_trainer.train.prodigy import check_prodigy_groups
+
+    config = _config(optimizer="Prodigy", unet_lr=1.0, text_encoder_lr=0.5)
+    with pytest.raises(TrainError, match=r"pivotal 0.5, unet 1\b"):
+        check_prodigy_groups(config, [{"name": "pivotal", "lr": 0.5}, {"name": "unet", "lr": 1.0}])
+    check_prodigy_groups(config, [{"name": "pivotal", "lr": 1.0}, {"name": "unet", "lr": 1.0}])  # equal: fine
+    check_prodigy_groups(config, [{"name": "pivotal", "lr": 0.0}, {"name": "unet", "lr": 1.0}])  # frozen: fine
 
 
 def test_prodigy_with_a_small_lr_gets_a_warning_that_says_why():

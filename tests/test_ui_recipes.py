@@ -59,8 +59,8 @@ def test_prodigy_with_a_small_lr_warns_at_start(setup):
     data = make_dataset(tmp_path / "data")
     values = form.default_values(output_dir=str(tmp_path / "out"))
     values.update(train_dir=str(data), optimizer="Prodigy", unet_lr=1e-4, text_encoder_lr=1e-4)
-    status, task_id, _ = handlers.start(*[values[f.key] for f in form.FIELDS])
-    assert task_id and "far from 1.0" in status and "estimates the step size itself" in status
+    notice, _, status, task_id, _ = handlers.start(*[values[f.key] for f in form.FIELDS])
+    assert task_id and "far from 1.0" in notice and "estimates the step size itself" in notice
 
 
 def test_a_pivotal_job_gets_the_hosts_embeddings_folder_reloads_it_and_sends_the_token(tmp_path):

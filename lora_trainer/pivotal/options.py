@@ -18,12 +18,6 @@ def validate_pivotal_and_prodigy(config) -> None:
         raise ConfigError("prodigy_d_coef", f"must be > 0, got {c.prodigy_d_coef}")
     if c.prodigy_weight_decay < 0:
         raise ConfigError("prodigy_weight_decay", f"must be >= 0, got {c.prodigy_weight_decay}")
-    if c.optimizer == "Prodigy":
-        lrs = {lr for lr in trained_lrs(c) if lr}
-        if len(lrs) > 1:
-            raise ConfigError("text_encoder_lr", "Prodigy needs one learning rate for every trained part (it "
-                                                 f"estimates a single step size); got {sorted(lrs)}. Use 1.0 "
-                                                 "for all, or 0 to leave a part out")
     if not c.pivotal_tuning:
         return
     c.pivotal_token = c.pivotal_token.strip()

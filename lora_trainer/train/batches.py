@@ -19,12 +19,14 @@ class Batch:
     captions: List[str]
     loss_weights: torch.Tensor  # [B] prior_loss_weight for reg images, else 1
     sizes: Optional[SizeConditioning]  # SDXL only
+    dropped: Optional[List[bool]] = None  # per sample: caption dropout removed its caption (see uncond.py)
 
 
 def make_batch(items, *, adapter, options, epoch: int, rng: random.Random, device, latent_cache=None) -> Batch:
     """`epoch` is 1-based (caption_dropout_every_n_epochs counts from 1). All randomness comes from `rng`
     (flip, caption shuffle/dropout, random crop), and the VAE sample from the global RNG, both seeded per step."""
-    from ..dataset import load_image, process_caption
+    from ..dataset import load_image
+    from ..dataset.captions import sample_caption
     from ..dataset.images import center_crop_top_left
 
     flips = [bool(options.flip_aug) and rng.random() < 0.5 for _ in items]
@@ -39,7 +41,9 @@ def make_batch(items, *, adapter, options, epoch: int, rng: random.Random, devic
             images.append(image)
             crops.append(crop)
         latents = adapter.encode_images(torch.stack(images), device)
-    captions = [process_caption(item.caption, options, rng, epoch) for item in items]
+    # regularisation images never get the trigger word (they keep the class prior)
+    sampled = [sample_caption(item.caption, options, rng, epoch, is_reg=item.is_reg) for item in items]
+    captions = [caption for caption, _ in sampled]
     weights = torch.tensor([float(item.loss_weight) for item in items], dtype=torch.float32, device=device)
     sizes = None
     if adapter.uses_size_conditioning:
@@ -47,7 +51,8 @@ def make_batch(items, *, adapter, options, epoch: int, rng: random.Random, devic
             original_size_hw=torch.tensor([item.original_size_hw for item in items], dtype=torch.float32),
             crop_top_left=torch.tensor(crops, dtype=torch.float32),
             target_size_hw=torch.tensor([(item.bucket[1], item.bucket[0]) for item in items], dtype=torch.float32))
-    return Batch(latents.to(device=device, dtype=torch.float32), captions, weights, sizes)
+    return Batch(latents.to(device=device, dtype=torch.float32), captions, weights, sizes,
+                 [dropped for _, dropped in sampled])
 
 
 class TextEncoderCache:

@@ -20,6 +20,21 @@ def prodigy_args(config) -> dict:
     return args
 
 
+def check_prodigy_groups(config, groups: List[dict]) -> None:
+    """Prodigy refuses (at its first step) groups whose non-zero learning rates differ: say so before training,
+    naming the parts. Checked on the real groups, so parts this run does not train (SDXL UNet only) do not count."""
+    from .errors import TrainError
+
+    if config.optimizer != "Prodigy":
+        return
+    lrs = {g.get("name", "?"): g["lr"] for g in groups if g.get("lr")}
+    if len(set(lrs.values())) > 1:
+        shown = ", ".join(f"{name} {lr:g}" for name, lr in lrs.items())
+        raise TrainError(f"unet_lr: Prodigy needs one learning rate for every trained part (it estimates a single "
+                         f"step size); this run has {shown}. Use 1.0 for the UNet, text encoder and pivotal "
+                         "learning rates (pivotal 0 = the text encoder's)")
+
+
 def text_encoder_weight_decay(config):
     """The weight decay for text-encoder groups (TE LoRA, pivotal embeddings), or None = the optimizer's."""
     c = config

@@ -16,6 +16,7 @@ from .batches import TextEncoderCache
 from .caption_length import long_caption_warning
 from .checkpointing import GradientCheckpointing
 from .errors import Cancelled, TrainError
+from .loss_weights import training_alphas_cumprod
 from .optimizers import build_optimizer
 from .precision import resolve_precision
 from .saving import RunInfo, existing, planned_files
@@ -104,7 +105,7 @@ class Session:
             self.attention.enable()
         if self.attention.count:
             self.log(f"fused attention (torch SDPA) for {self.attention.count} stock ldm attention layers")
-        self.alphas_cumprod = adapter.alphas_cumprod(self.device)
+        self.alphas_cumprod = training_alphas_cumprod(adapter, c, self.device, self.log)  # zero_terminal_snr
         return self
 
     def _scan_dataset(self):
@@ -206,7 +207,7 @@ class Session:
 
     def _build_optimizer(self):
         from ..pivotal.run import PivotalRun
-        from .prodigy import apply_group_weight_decay, prodigy_args
+        from .prodigy import apply_group_weight_decay, check_prodigy_groups, prodigy_args
 
         c = self.config
         groups = apply_group_weight_decay(c, self.network.param_groups(c.unet_lr, c.text_encoder_lr))
@@ -215,6 +216,7 @@ class Session:
             groups.insert(0, self.pivotal.param_group())  # before the UNet group (the loop shows the last one)
         if not groups:
             raise TrainError("unet_lr: every trained part has learning rate 0, so nothing would be trained")
+        check_prodigy_groups(c, groups)
         self.trainable = [p for g in groups for p in g["params"]]
         self.optimizer, self.optimizer_description = build_optimizer(c.optimizer, groups, prodigy_args(c))
         self.scheduler = build_scheduler(c.lr_scheduler, self.optimizer, total_steps=self.total_steps,
@@ -223,10 +225,16 @@ class Session:
         self.scaler = self.precision.grad_scaler()
 
     def _resume(self, folder: Path):
+        from ..lora_file import LoRAFormatError
+
         meta, tensors = load_state(folder)
         if self.pivotal is not None:
             tensors = self.pivotal.load_bundle(tensors)
-        self.network.load_kohya_state_dict(tensors, strict=True)
+        try:
+            self.network.load_kohya_state_dict(tensors, strict=True)
+        except LoRAFormatError as exc:
+            sdxl = " (SDXL trains the UNet only unless 'SDXL: UNet only' is off)" if self.adapter.arch == "sdxl" else ""
+            raise TrainError(f"resume_state: {folder.name} holds another network than this run{sdxl}: {exc}") from exc
         try:
             self.optimizer.load_state_dict(meta["optimizer"])
             self.scheduler.load_state_dict(meta["scheduler"])
@@ -265,7 +273,8 @@ class Session:
         if c.shuffle_caption or c.caption_dropout_rate or c.caption_tag_dropout_rate:
             raise TrainError("cache_text_encoder_outputs: captions change every step (shuffle_caption or caption "
                              "dropout is on), so text-encoder outputs cannot be cached; turn one of them off")
-        captions = sorted({process_caption(item.caption, self.options, random.Random(0), 1) for item in self.items})
+        captions = sorted({process_caption(item.caption, self.options, random.Random(0), 1, is_reg=item.is_reg)
+                           for item in self.items})
         if c.caption_dropout_every_n_epochs:
             captions.append("")
         self.emit("caching", message=f"Caching text-encoder outputs for {len(captions)} captions")

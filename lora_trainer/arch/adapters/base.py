@@ -45,7 +45,13 @@ class ModelAdapter:
     # ---- facts ------------------------------------------------------------------------------------------------
     @property
     def prediction_type(self) -> str:
-        """"epsilon" or "v" (webui: model.parameterization)."""
+        """"epsilon" or "v", from the loaded model. sgm (SDXL) knows it from its denoiser's scaling class, which is
+        what the webui's `extend_sdxl` reads to set `parameterization` (a bare sgm model has no `parameterization`);
+        ldm (SD1/SD2) has `parameterization` itself."""
+        scaling = getattr(getattr(self.model, "denoiser", None), "scaling", None)
+        if scaling is not None:
+            # the webui: isinstance(model.denoiser.scaling, VScaling) (by name: sgm may not be importable here)
+            return "v" if any(c.__name__ == "VScaling" for c in type(scaling).__mro__) else "epsilon"
         return "v" if getattr(self.model, "parameterization", "eps") == "v" else "epsilon"
 
     @property
