@@ -16,6 +16,7 @@ import torch
 
 from ..arch.detect import UnsupportedModel
 from ..config import ConfigError
+from ..kohya_semantics import for_arch
 from .batches import make_batch
 from .errors import Cancelled, TrainError
 from .memory import free_memory, is_out_of_memory, oom_advice
@@ -23,10 +24,11 @@ from .model_guard import ModelGuard
 from .progress import CancelToken, Progress, Speedometer
 from .rescue import PreviewGuard, describe, rescue_save
 from .result import TrainHooks, TrainResult
-from .saving import epoch_file, final_file, save_network, state_dir, step_file, training_metadata
+from .saving import epoch_file, final_file, save_session_lora, state_dir, step_file
 from .session import Session
 from .state import save_state
 from .step import diffusion_loss, step_seed
+from .uncond import zero_dropped_captions
 
 logger = logging.getLogger("lora_trainer.train")
 
@@ -63,6 +65,7 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
     try:
         config.validate()
         adapter = get_adapter(model)
+        config = for_arch(config, adapter.arch)  # kohya's per-architecture rules (kohya_semantics.py)
     except (ConfigError, UnsupportedModel) as exc:
         return TrainResult("error", str(exc))
     guard = ModelGuard(model).snapshot()
@@ -189,7 +192,8 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
             if s.text_cache is not None:
                 text = s.text_cache.encode(batch.captions)
             else:
-                text = s.adapter.encode_text(batch.captions, c.clip_skip)
+                text = s.adapter.encode_text(batch.captions, c.clip_skip, prompts=s.prompts)
+            text = zero_dropped_captions(s.adapter.arch, text, batch.dropped)
         loss = diffusion_loss(s.adapter, batch, text, config=c, alphas_cumprod=s.alphas_cumprod,
                               generator=generator, precision=s.precision)
         value = float(loss.detach())
@@ -227,13 +231,8 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
         raise NonFinite(step - 1, "the LoRA weights became NaN/inf")  # never write a broken file
     emit("saving", step=step, total_steps=s.total_steps, epoch=epoch, total_epochs=s.epochs,
          message=f"Saving {path.name}")
-    training = training_metadata(
-        c, arch=s.adapter.arch, optimizer_description=s.optimizer_description, precision=s.precision.name,
-        report=s.report, batches_per_epoch=s.batches_per_epoch, total_steps=s.total_steps, epochs=s.epochs,
-        cache_latents=s.cache_latents)
-    written = save_network(path, s.network, arch=s.adapter.arch, config=c, training=training, report=s.report,
-                           resolution=s.resolution, run=s.run, step=step, epoch=epoch,
-                           overwrite=True)  # clashes were refused before training
+    written = save_session_lora(s, path, step=step, epoch=epoch, model_identity=hooks.model_identity,
+                                overwrite=True)  # clashes were refused before training
     s.files.append(written)
     s.saved_step = step
     if c.save_state:

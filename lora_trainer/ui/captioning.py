@@ -91,8 +91,9 @@ def write_text_atomically(path: Path, text: str) -> None:
 def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode: str = "skip",
                    trigger_word: str = "", extension: str = ".txt",
                    on_progress: Optional[Callable[[int, int, str], None]] = None,
-                   should_stop: Optional[Callable[[], bool]] = None) -> CaptionSummary:
-    """Caption every image under `folder` (sub-folders included) into `<image stem><extension>` files."""
+                   should_stop: Optional[Callable[[], bool]] = None, reg_dir: str = "") -> CaptionSummary:
+    """Caption every image under `folder` (sub-folders included) into `<image stem><extension>` files. Images
+    under `reg_dir` (regularisation images) are captioned without the trigger word: they keep the class prior."""
     if mode not in MODES:
         raise ValueError(f"caption mode must be one of {', '.join(MODES)}, got {mode!r}")
     root = Path(folder).expanduser()
@@ -103,6 +104,7 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
     extension = extension if extension.startswith(".") else "." + extension
     from PIL import Image
 
+    reg_root = Path(reg_dir).expanduser().resolve() if reg_dir.strip() else None
     summary = CaptionSummary()
     images = find_images(root)
     for index, image_path in enumerate(images):
@@ -127,8 +129,9 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
         except Exception as exc:  # a broken image or a model error: report it, caption the rest
             summary.failed.append((str(image_path), f"{type(exc).__name__}: {exc}"))
             continue
+        trigger = "" if _is_under(image_path, reg_root) else trigger_word
         try:
-            write_text_atomically(caption_path, merge_caption(existing, new_parts, trigger_word, mode) + "\n")
+            write_text_atomically(caption_path, merge_caption(existing, new_parts, trigger, mode) + "\n")
         except OSError as exc:
             summary.failed.append((str(caption_path), f"cannot write the caption: {exc}"))
             continue
@@ -139,3 +142,13 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
     if on_progress:
         on_progress(len(images), len(images), "")
     return summary
+
+
+def _is_under(path: Path, root: Optional[Path]) -> bool:
+    if root is None:
+        return False
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False

@@ -110,6 +110,7 @@ def build_tab(runner) -> gr.Blocks:
                     with gr.Row():
                         show_json = gr.Button("Show these settings as JSON")
                         load_json = gr.Button("Load JSON into the form")
+                        load_kohya = gr.Button("Load kohya config", elem_id="train_lora_load_kohya")
                     config_json = gr.Code(language="json", interactive=True, elem_id="train_lora_config_json")
                     json_message = gr.Markdown()
 
@@ -147,7 +148,8 @@ def build_tab(runner) -> gr.Blocks:
                            outputs=[dataset_summary, dataset_table])
         caption_button.click(handlers.caption, inputs=[components["train_dir"], components["trigger_word"],
                                                        components["caption_extension"], use_blip, use_booru,
-                                                       caption_mode], outputs=[caption_result])
+                                                       caption_mode, components["reg_dir"]],
+                             outputs=[caption_result])
         model_refresh.click(handlers.model_info, outputs=[model_info])
         start_outputs = [notice, notice_key, status, task_id, model_info]
         start.click(handlers.start, inputs=field_inputs, outputs=start_outputs).then(
@@ -160,4 +162,5 @@ def build_tab(runner) -> gr.Blocks:
         send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
+        load_kohya.click(handlers.load_kohya, inputs=[config_json], outputs=[json_message, *field_inputs])
     return blocks
