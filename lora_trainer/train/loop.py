@@ -18,6 +18,7 @@ from ..arch.detect import UnsupportedModel
 from ..config import ConfigError
 from ..kohya_semantics import for_arch
 from .batches import make_batch
+from .distributed import LocalProcess
 from .errors import Cancelled, TrainError
 from .memory import free_memory, is_out_of_memory, oom_advice
 from .model_guard import ModelGuard
@@ -71,6 +72,7 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
     guard = ModelGuard(model).snapshot()
     session = Session(model, config, adapter, device, emit, log, cancel)
     session.previews = PreviewGuard(log)
+    session.dist = hooks.distributed or LocalProcess()  # several processes: train/distributed.py
     result = None
     try:
         session.prepare()
@@ -181,7 +183,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
     """Forward/backward over the group's micro-batches, then one optimizer step. Returns the mean loss."""
     c = s.config
     values = []
-    for micro, items in enumerate(group):
+    for micro, items in s.dist.share(group):  # one process: every micro-batch; rank r of N: r, r+N, ...
         seed = step_seed(c.seed, step, micro)
         rng = random.Random(seed)
         torch.manual_seed(seed)  # LoRA dropout, VAE posterior sample when latents are not cached
@@ -203,6 +205,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
         scaled = loss / c.gradient_accumulation_steps  # accelerate divides by the configured count, always
         (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
         values.append(value)
+    values = s.dist.sync(s.trainable, values)  # all-reduce the LoRA gradients (and losses) across processes
     if s.scaler is not None:
         s.scaler.unscale_(s.optimizer)
     if c.max_grad_norm:
@@ -231,6 +234,8 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
         raise NonFinite(step - 1, "the LoRA weights became NaN/inf")  # never write a broken file
     emit("saving", step=step, total_steps=s.total_steps, epoch=epoch, total_epochs=s.epochs,
          message=f"Saving {path.name}")
+    if not s.dist.is_main:
+        return path  # rank 0 writes: every rank holds the same weights
     written = save_session_lora(s, path, step=step, epoch=epoch, model_identity=hooks.model_identity,
                                 overwrite=True)  # clashes were refused before training
     s.files.append(written)

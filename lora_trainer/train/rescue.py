@@ -48,6 +48,9 @@ def rescue_save(s, hooks) -> Tuple[Optional[Path], str]:
     step = int(getattr(s, "steps_done", s.start_step) or 0)
     if s.network is None or step <= s.start_step:
         return None, "Nothing had been trained yet, so nothing was saved."
+    dist = getattr(s, "dist", None)
+    if dist is not None and not dist.is_main:
+        return None, "Rank 0 saves what was trained so far."  # every rank holds the same weights
     if getattr(s, "saved_step", None) == step and s.files:
         return s.files[-1], f"The LoRA of step {step} had just been saved: {s.files[-1]}."
     try:

@@ -108,7 +108,7 @@ def save_network(path: Path, network, *, arch: str, config, training: dict, repo
         reg_dataset_dirs=(report.dataset_dirs(is_reg=True) or None) if report is not None else None,
         bucket_info=report.bucket_info() if report is not None else None, resolution=resolution,
         session_id=run.session_id, training_started_at=run.started_at, steps=step, epoch=epoch,
-        clip_skip=c.clip_skip if arch == "sd1" else None,  # SD2/SDXL: the webui and kohya do not apply it
+        clip_skip=max(1, c.clip_skip) if arch == "sd1" else None,  # 0 outside the webui = 1; SD2/SDXL: not applied
         prediction_type=prediction_type, timestep_range=timesteps,
         sd_model_name=_basename(identity.get("name")), sd_model_hash=identity.get("hash") or None,
         new_sd_model_hash=identity.get("sha256") or None)
