@@ -216,3 +216,17 @@ def test_pivotal_is_refused_under_medvram(tmp_path):
         del model.lowvram
     assert result.status == "error" and result.message.startswith("pivotal_tuning:") and "--medvram" in result.message
     assert state_differences(before, model_state(model)) == []
+
+
+def test_a_rescue_save_keeps_the_trained_vectors(tmp_path):
+    def progress(p):
+        if p.phase == "training" and p.step == 2:
+            raise RuntimeError("boom from a callback")
+
+    config = make_config(tmp_path, "sd1", steps=5, train_text_encoder=False, pivotal_tuning=True,
+                         pivotal_token="zkw", pivotal_lr=5e-2, save_precision="fp32")
+    result = train(tiny_model("sd1"), config, progress=progress)
+    assert result.status == "error" and result.final_file is not None
+    tensors, _ = load_lora(result.final_file)
+    initial = PivotalEmbeddings.create(get_adapter(tiny_model("sd1")), config).tensors()["clip_l"]
+    assert not torch.equal(read_bundle(tensors)["zkw"], initial)  # the 2 trained steps of the vectors are kept
