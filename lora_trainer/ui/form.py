@@ -105,6 +105,8 @@ FIELDS: List[Field] = [
     Field("cache_latents_to_disk", "Cache latents to disk", "bool", "training", advanced=True),
     Field("cache_text_encoder_outputs", "Cache text encoder outputs", "bool", "training",
           "Only when the text encoder is not trained.", advanced=True),
+    Field("refuse_if_wont_fit", "Refuse when the plan says it won't fit", "bool", "training",
+          "Off = only warn: the memory plan is an estimate."),
     Field("seed", "Seed", "int", "training"),
     Field("clip_skip", "Clip skip", "int", "training", advanced=True),
     Field("max_grad_norm", "Max gradient norm", "float", "training", "0 = no clipping.", advanced=True),

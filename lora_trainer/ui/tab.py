@@ -118,6 +118,7 @@ def build_tab(runner) -> gr.Blocks:
                 with gr.Row():
                     start = gr.Button("Start training", variant="primary", elem_id="train_lora_start")
                     cancel = gr.Button("Cancel", elem_id="train_lora_cancel")
+                plan_line = gr.Markdown(elem_id="train_lora_plan")  # memory plan (ui/plan_view.py)
                 gr.HTML("<div></div>", elem_id="train_lora_progress")  # the webui inserts its progress bar here
                 status = gr.Markdown(handlers.status_text(), elem_id="train_lora_status")
                 with gr.Row():
@@ -150,4 +151,17 @@ def build_tab(runner) -> gr.Blocks:
         send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
+        _wire_plan(runner, components, field_inputs, plan_line, model_refresh)
     return blocks
+
+
+def _wire_plan(runner, components, field_inputs, plan_line, model_refresh) -> None:
+    from lora_trainer.ui.plan_view import PLAN_FIELDS, plan_markdown
+
+    def replan(*args):
+        return plan_markdown(runner, {f.key: v for f, v in zip(form.FIELDS, args)})
+
+    for key in PLAN_FIELDS:
+        if key in components:
+            components[key].change(replan, inputs=field_inputs, outputs=[plan_line])
+    model_refresh.click(replan, inputs=field_inputs, outputs=[plan_line])
