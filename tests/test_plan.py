@@ -150,3 +150,32 @@ def test_gpu_check_script_runs_in_cpu_smoke_mode():
     assert out.stdout.count("| sd1 256²") == 2 and "| sdxl 128² fp32 AdamW8bit ckpt on medvram" in out.stdout
     assert "Error" not in out.stdout
     assert "provoked OOM: status oom, model restored True" in out.stdout and "PASS" in out.stdout
+
+
+def test_api_and_tab_show_the_plan_for_the_loaded_model(sd1, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lora_trainer.ui.api import register_routes
+    from lora_trainer.ui.job import JobRunner
+    from lora_trainer.ui.plan_view import plan_markdown
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ui_fakes import FakeHost
+
+    runner = JobRunner(FakeHost(model=sd1, lora_dir=str(tmp_path / "Lora")), train_fn=lambda *a, **k: None)
+    app = FastAPI()
+    register_routes(app, runner)
+    body = {"config": {"resolution": 256, "train_text_encoder": False, "gradient_checkpointing": False}}
+    data = TestClient(app).post("/train-lora/v1/plan", json=body).json()
+    assert data["fits"] is True and data["summary"].startswith("Plan: ~") and "free — fits" in data["summary"]
+    assert data["needed"] == sum(i["bytes"] for i in data["items"] if i["counted"])
+    from lora_trainer.ui import form
+
+    values = dict(form.default_values(output_dir=""), train_dir="", resolution=256, train_text_encoder=False,
+                  gradient_checkpointing=False)  # what the tab's change event passes
+    line = plan_markdown(runner, values)
+    assert line.startswith("✅ Plan: ~") and line.endswith("free — fits"), line
