@@ -73,9 +73,9 @@ def test_optimizer_state_per_optimizer():
 def test_real_optimizers_allocate_what_the_plan_says():
     from lora_trainer.train.optimizers import build_optimizer
 
-    params = [torch.nn.Parameter(torch.randn(16, 320)), torch.nn.Parameter(torch.zeros(320, 16))]
     shapes = [((16, 320), False), ((320, 16), True)]
     for name in ("AdamW", "Prodigy", "Adafactor", "Lion"):
+        params = [torch.nn.Parameter(torch.randn(16, 320)), torch.nn.Parameter(torch.zeros(320, 16))]  # down, up
         try:
             opt, _ = build_optimizer(name, [{"params": params, "lr": 1.0 if name == "Prodigy" else 1e-4}])
         except Exception:  # noqa: BLE001 - optional package not installed

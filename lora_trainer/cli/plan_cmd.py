@@ -15,8 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", help="a TOML/JSON config (train --config's); default: the defaults")
     parser.add_argument("--arch", required=True, choices=["sd1", "sd2", "sd2v", "sdxl"])
     parser.add_argument("--full-size", action="store_true", help="the real architecture sizes (else the tiny one)")
-    parser.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"],
-                        help="the checkpoint's weight dtype as the webui loads it (default fp16)")
+    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"],
+                        help="the UNet's weight dtype as the webui loads it (default: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="where training will run")
     parser.add_argument("--vram", type=float, help="the GPU's memory in GB (default: this machine's free memory)")
     parser.add_argument("--resolution", type=int, default=0, help="override the config's resolution")
@@ -40,6 +40,7 @@ def run(args) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    args.dtype = args.dtype or ("fp16" if args.device == "cuda" else "fp32")
     free = int(args.vram * 1e9) if args.vram else None
     if free is None and (args.device == "cpu" or torch.cuda.is_available()):
         free = free_bytes(args.device)

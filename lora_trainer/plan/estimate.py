@@ -114,7 +114,7 @@ def _plan(shim, arch, key, config, device, precision, base, free, height, width,
     shape = step_shape(config, arch, device.type, precision, height, width)
     trace = trace_step(shim, arch, shape, cache_key=key)
     opt_state = optimizer_state_bytes(config.optimizer, trace.lora_shapes, config.optimizer_args)
-    overhead = overhead_bytes(device.type, trace.peak)
+    overhead = overhead_bytes(device.type, trace.peak, trace.largest_weight)
     step_peak = trace.peak + overhead
     opt_step = trace.grads + step_workspace_bytes(config.optimizer, trace.lora_shapes, device.type)
     vae_peak = 0 if config.cache_latents and not config.random_crop else vae_encode_peak(

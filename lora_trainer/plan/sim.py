@@ -27,10 +27,18 @@ _FLOAT32 = {F.group_norm, F.layer_norm, F.softmax, torch.softmax, torch.Tensor.s
 
 
 class LiveBytes(TorchDispatchMode):
-    def __init__(self):
+    """`resident`: modules whose parameters and buffers exist already — views of them (a weight's `.t()`) share
+    their storage and allocate nothing."""
+
+    def __init__(self, resident=()):
         super().__init__()
         self.live = self.peak = 0
+        self.forward_peak = 0  # set by end_forward(): the backward's own peak is then `backward_peak`
+        self.backward_peak = 0
         self._seen = weakref.WeakKeyDictionary()
+        for module in resident:
+            for t in list(module.parameters()) + list(module.buffers()):
+                self._seen[t.untyped_storage()] = 0
 
     def _track(self, t: torch.Tensor) -> None:
         storage = t.untyped_storage()
@@ -45,6 +53,9 @@ class LiveBytes(TorchDispatchMode):
     def _release(self, n: int) -> None:
         self.live -= n
 
+    def end_forward(self) -> None:
+        self.forward_peak, self.peak = self.peak, self.live
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
             return False if args[0].dtype == torch.bool else 0  # .item() of a mask / fill value: no data on meta
@@ -56,11 +67,14 @@ class LiveBytes(TorchDispatchMode):
 
 
 class SavedBytes:
-    """Bytes autograd saves for backward (parameters excluded: they are resident anyway)."""
+    """Bytes autograd saves for backward; parameters, buffers and views of them (`weight.t()`) are resident."""
 
-    def __init__(self):
+    def __init__(self, resident=()):
         self.total = 0
         self._seen = weakref.WeakKeyDictionary()
+        for module in resident:
+            for t in list(module.parameters()) + list(module.buffers()):
+                self._seen[t.untyped_storage()] = True
 
     def pack(self, t: torch.Tensor):
         if not isinstance(t, torch.nn.Parameter):

@@ -39,6 +39,9 @@ class StepTrace:
     grads: int  # LoRA gradient bytes (fp32)
     lora_shapes: list = field(default_factory=list)  # [(shape, is_lora_up)] of the trained LoRA parameters
     seconds: float = 0.0
+    forward_peak: int = 0
+    backward_peak: int = 0
+    largest_weight: int = 0  # bytes of the UNet's largest weight tensor (CPU kernels reorder weights)
 
     @property
     def lora_bytes(self) -> int:
@@ -85,7 +88,8 @@ def _trace(shim, arch: str, s: StepShape) -> StepTrace:
     network.train()
     checkpointing = GradientCheckpointing(unet)
     attention = FusedAttention(unet)
-    saved, live = SavedBytes(), LiveBytes()
+    resident = [unet, network] + adapter.text_encoder_modules()
+    saved, live = SavedBytes(resident), LiveBytes(resident)
     try:
         network.attach()
         if s.checkpointing:
@@ -95,17 +99,18 @@ def _trace(shim, arch: str, s: StepShape) -> StepTrace:
         dtype = _DTYPES[s.autocast]
         # the CPU autocast flag carries the simulated state (checkpointing restores it when recomputing)
         with live, saved.hooks(), SimulatedAutocast("cpu", dtype, flash_attention=True):
-            _step(adapter, unet, arch, s)
+            _step(adapter, unet, arch, s, live)
         grads = sum(p.grad.numel() * p.grad.element_size() for p in network.parameters() if p.grad is not None)
         shapes = [(tuple(p.shape), "lora_up" in name) for name, p in network.named_parameters() if p.requires_grad]
     finally:
         attention.remove()
         checkpointing.remove()
         network.detach()
-    return StepTrace(live.peak, saved.total, grads, shapes, time.perf_counter() - started)
+    return StepTrace(live.peak, saved.total, grads, shapes, time.perf_counter() - started, live.forward_peak,
+                     live.backward_peak, max((p.numel() * p.element_size() for p in unet.parameters()), default=0))
 
 
-def _step(adapter, unet, arch: str, s: StepShape) -> None:
+def _step(adapter, unet, arch: str, s: StepShape, live: LiveBytes) -> None:
     b, h, w = s.batch, s.height // 8, s.width // 8
     meta = dict(device="meta")
     if s.train_text_encoder:
@@ -124,7 +129,10 @@ def _step(adapter, unet, arch: str, s: StepShape) -> None:
     else:
         pred = unet(noisy, timesteps=timesteps, context=context)
     loss = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3)).mean()
+    live.end_forward()
     backward(loss)
+    live.backward_peak = live.peak
+    live.peak = max(live.peak, live.forward_peak)
 
 
 def _context_dim(unet) -> int:

@@ -16,7 +16,7 @@ def vae_encode_peak(shim, cache_key, batch: int, height: int, width: int) -> int
         if vae is None:
             return 0
         dtype = next(vae.parameters()).dtype
-        live = LiveBytes()
+        live = LiveBytes(resident=[vae])
         with live, torch.no_grad():
             images = torch.empty(batch, 3, height, width, dtype=dtype, device="meta")
             out = vae.encode(images)
