@@ -132,7 +132,9 @@ def test_full_size_plan_within_15_percent_of_profiler(arch):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "bench/plan_vs_measured.py", "--arch", arch, "--check"],
+    ckpt = "on" if arch == "sdxl" else "both"  # SDXL without checkpointing at 256² needs > 16 GB of RAM in fp32
+    out = subprocess.run([sys.executable, "bench/plan_vs_measured.py", "--arch", arch, "--resolution", "256",
+                          "--ckpt", ckpt, "--check"],
                          capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -147,7 +149,7 @@ def test_gpu_check_script_runs_in_cpu_smoke_mode():
                          capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| case | plan | measured peak |" in out.stdout
-    assert out.stdout.count("| sd1 256²") == 2 and "| sdxl 128² fp32 AdamW8bit ckpt on medvram" in out.stdout
+    assert out.stdout.count("| sd1 128²") == 1 and "| sdxl 128² fp32 AdamW8bit ckpt on medvram" in out.stdout
     assert "Error" not in out.stdout
     assert "provoked OOM: status oom, model restored True" in out.stdout and "PASS" in out.stdout
 
