@@ -30,6 +30,9 @@ def rows(arch, resolution, dtype, device, optimizers, ckpts, batch=1):
     if arch == "sdxl" and device == "cpu":
         # the full SDXL UNet, with one-layer text encoders of the real widths: they are not trained and only
         # produce the (B, 77, 2048) context, so 3 GB of RAM are saved on a 24 GB machine
+        from lora_trainer.testing.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()
         from lora_trainer.testing.tiny_sdxl import SDXL_FULL, build_tiny_sdxl
 
         model = build_tiny_sdxl(cfg=dict(SDXL_FULL, te1_layers=1, te2_layers=1))
