@@ -50,7 +50,9 @@ def set_medvram(model, on: bool, device: str):
         for part in (getattr(model, "cond_stage_model", None), getattr(model, "conditioner", None),
                      model.first_stage_model):
             if part is not None:
-                part.to("cpu").float()
+                part.to("cpu")
+    elif not on:
+        model.to(device)
 
 
 def run_case(model, arch, res, dtype, optimizer, ckpt, medvram, device):

@@ -75,7 +75,7 @@ def measure_step(model, config, device="cpu", steps: int = 2) -> Measured:
         fixed_text = None
         if not c.train_text_encoder:
             with torch.no_grad(), precision.autocast():
-                fixed_text = adapter.encode_text(captions)
+                fixed_text = adapter.encode_text(captions).to(device)  # --medvram: encoded where the TE is
         latents = torch.randn(b, 4, h, w, device=device)
 
         def step():
