@@ -1,5 +1,6 @@
-"""`python -m lora_trainer train --config run.toml --model sd1`: train from a config file on a tiny model (the
-engine without the webui; inside the webui the Train LoRA tab builds the same config)."""
+"""`python -m lora_trainer train --config run.toml --model sd1|--checkpoint MODEL.safetensors`: train from a config
+file on a tiny model or a checkpoint file (the engine without the webui; inside the webui the Train LoRA tab builds
+the same config)."""
 
 from __future__ import annotations
 
@@ -57,11 +58,17 @@ def print_result(result) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="TrainConfig as .toml or .json (README 'Options')")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="TrainConfig as .toml or .json (README 'Options')")
+    source.add_argument("--kohya-config", type=Path, help="an sd-scripts / kohya_ss config (.toml or .json); "
+                                                           "prints every option it does not use")
     parser.add_argument("--model", default="sd1", choices=("sd1", "sd2", "sd2v", "sdxl"),
                         help="tiny random-weight model of this architecture to train on (default sd1)")
     parser.add_argument("--output-dir", type=Path, help="overrides the config's output_dir")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every message")
+    from . import headless
+
+    headless.add_arguments(parser)  # --checkpoint, --vae, --dtype, --log-json; several GPUs (cli/headless.py)
 
 
 def run(args) -> int:
@@ -70,10 +77,18 @@ def run(args) -> int:
     from ..train import TrainHooks, train
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    source = args.kohya_config or args.config
     try:
-        config = TrainConfig.load(args.config)
+        if args.kohya_config:
+            from ..kohya_config import load_kohya_config
+
+            imported = load_kohya_config(args.kohya_config)
+            print(f"{args.kohya_config}: {imported.report()}")
+            config = imported.config
+        else:
+            config = TrainConfig.load(args.config)
     except (OSError, ValueError) as exc:
-        print(f"error: {args.config}: {exc}")
+        print(f"error: {source}: {exc}")
         return 2
     if args.output_dir:
         config.output_dir = str(args.output_dir)
@@ -82,6 +97,10 @@ def run(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}")
         return 2
+    from . import headless
+
+    if headless.wanted(args):
+        return headless.run(args, config)
     single_thread()
     bar = TqdmProgress()
     model = build_tiny_model(args.model)

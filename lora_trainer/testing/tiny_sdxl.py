@@ -28,7 +28,7 @@ SIZE_EMBED_DIM = 256
 
 
 class TinyDiffusionEngine(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, v_prediction: bool = False):
         super().__init__()
         from ldm.models.autoencoder import AutoencoderKL
 
@@ -40,12 +40,14 @@ class TinyDiffusionEngine(nn.Module):
         )
         from .sgm_layout import OpenAIWrapper, UNetModel
 
-        te1_dir = tiny_clip_text_dir(cfg["te1_width"], cfg["te1_layers"], cfg["te1_heads"], cfg["te1_width"] * 4)
+        # te1_dir / te2_arch: given by the checkpoint loader (lora_trainer/checkpoint), which sizes them from a file
+        te1_dir = cfg.get("te1_dir") or tiny_clip_text_dir(cfg["te1_width"], cfg["te1_layers"], cfg["te1_heads"],
+                                                           cfg["te1_width"] * 4)
         te1 = FrozenCLIPEmbedder(str(te1_dir),
                                  layer="hidden", layer_idx=cfg["te1_layers"] - 1)
-        arch = register_tiny_open_clip(f"lora-trainer-sdxl-te2-{cfg['te2_width']}-{cfg['te2_layers']}",
-                                       width=cfg["te2_width"], layers=cfg["te2_layers"], heads=cfg["te2_heads"],
-                                       embed_dim=cfg["te2_width"])
+        arch = cfg.get("te2_arch") or register_tiny_open_clip(
+            f"lora-trainer-sdxl-te2-{cfg['te2_width']}-{cfg['te2_layers']}", width=cfg["te2_width"],
+            layers=cfg["te2_layers"], heads=cfg["te2_heads"], embed_dim=cfg["te2_width"])
         te2 = FrozenOpenCLIPEmbedder2(arch)
         self.conditioner = GeneralConditioner([
             (te1, "txt"), (te2, "txt"),
@@ -65,7 +67,10 @@ class TinyDiffusionEngine(nn.Module):
         for p in self.first_stage_model.parameters():
             p.requires_grad = False
         self.scale_factor = 0.13025
-        self.parameterization = "eps"
+        from .sgm_denoiser import DiscreteDenoiser
+
+        self.denoiser = DiscreteDenoiser(v_prediction)  # v-prediction SDXL checkpoints: sgm VScaling
+        self.parameterization = "v" if v_prediction else "eps"  # what the webui's extend_sdxl sets from it
         self.loss_fn = None
         self.conditioning_key = "crossattn"
         self.cond_stage_key = "txt"
@@ -97,9 +102,9 @@ class TinyDiffusionEngine(nn.Module):
         })
 
 
-def build_tiny_sdxl(seed: int = 0, cfg: dict | None = None) -> TinyDiffusionEngine:
+def build_tiny_sdxl(seed: int = 0, cfg: dict | None = None, v_prediction: bool = False) -> TinyDiffusionEngine:
     torch.manual_seed(seed)
-    model = TinyDiffusionEngine(cfg or SDXL_TINY)
+    model = TinyDiffusionEngine(cfg or SDXL_TINY, v_prediction)
     randomize_(model.model, seed)
     randomize_(model.conditioner, seed + 1)
     randomize_(model.first_stage_model, seed + 2)

@@ -6,11 +6,26 @@ tested with plain functions and the webui adapter decides how models are loaded 
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 MODES = ("skip", "overwrite", "append")
+
+
+class CaptionModelError(Exception):
+    """A caption model could not be loaded (offline, the webui's download fails inside: BLIP shows 'IndexError:
+    list index out of range'). The message says which model, why, and where its file goes."""
+
+    def __init__(self, model: str, cause: BaseException, path: str, url: str = "", extra: str = ""):
+        self.model, self.path, self.url = model, path, url
+        cause_text = f"{type(cause).__name__}: {cause}".strip()
+        source = f" (download it from {url})" if url else ""
+        super().__init__(
+            f"{model} could not be loaded ({cause_text}). The webui downloads it on first use, which needs internet; "
+            f"offline, put the file at {path}{source} and try again.{(' ' + extra) if extra else ''}")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
@@ -59,11 +74,26 @@ def merge_caption(existing: str, new_parts: Sequence[str], trigger_word: str, mo
     return ", ".join(tags)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Temp file in the same folder + rename: a crash or a full disk never leaves half a caption."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode: str = "skip",
                    trigger_word: str = "", extension: str = ".txt",
                    on_progress: Optional[Callable[[int, int, str], None]] = None,
-                   should_stop: Optional[Callable[[], bool]] = None) -> CaptionSummary:
-    """Caption every image under `folder` (sub-folders included) into `<image stem><extension>` files."""
+                   should_stop: Optional[Callable[[], bool]] = None, reg_dir: str = "") -> CaptionSummary:
+    """Caption every image under `folder` (sub-folders included) into `<image stem><extension>` files. Images
+    under `reg_dir` (regularisation images) are captioned without the trigger word: they keep the class prior."""
     if mode not in MODES:
         raise ValueError(f"caption mode must be one of {', '.join(MODES)}, got {mode!r}")
     root = Path(folder).expanduser()
@@ -74,6 +104,7 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
     extension = extension if extension.startswith(".") else "." + extension
     from PIL import Image
 
+    reg_root = Path(reg_dir).expanduser().resolve() if reg_dir.strip() else None
     summary = CaptionSummary()
     images = find_images(root)
     for index, image_path in enumerate(images):
@@ -81,11 +112,15 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
             summary.stopped = True
             break
         caption_path = image_path.with_suffix(extension)
-        existing = caption_path.read_text(encoding="utf-8", errors="replace") if caption_path.exists() else ""
         if on_progress:
             on_progress(index, len(images), image_path.name)
-        if mode == "skip" and existing.strip():
+        if mode == "skip" and caption_path.exists():  # an existing caption (even an empty one) is the user's
             summary.skipped += 1
+            continue
+        try:
+            existing = caption_path.read_text(encoding="utf-8", errors="replace") if caption_path.exists() else ""
+        except OSError as exc:
+            summary.failed.append((str(caption_path), f"cannot read the existing caption: {exc}"))
             continue
         try:
             with Image.open(image_path) as img:
@@ -94,7 +129,12 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
         except Exception as exc:  # a broken image or a model error: report it, caption the rest
             summary.failed.append((str(image_path), f"{type(exc).__name__}: {exc}"))
             continue
-        caption_path.write_text(merge_caption(existing, new_parts, trigger_word, mode) + "\n", encoding="utf-8")
+        trigger = "" if _is_under(image_path, reg_root) else trigger_word
+        try:
+            write_text_atomically(caption_path, merge_caption(existing, new_parts, trigger, mode) + "\n")
+        except OSError as exc:
+            summary.failed.append((str(caption_path), f"cannot write the caption: {exc}"))
+            continue
         if mode == "append" and existing.strip():
             summary.appended += 1
         else:
@@ -102,3 +142,13 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
     if on_progress:
         on_progress(len(images), len(images), "")
     return summary
+
+
+def _is_under(path: Path, root: Optional[Path]) -> bool:
+    if root is None:
+        return False
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False
