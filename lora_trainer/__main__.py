@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("lora_trainer.cli.train_cmd", "train a LoRA from a TOML/JSON config"),
     "dataset": ("lora_trainer.cli.dataset_cmd", "check a kohya-style dataset folder and print the report"),
     "inspect": ("lora_trainer.cli.inspect_cmd", "inspect a LoRA .safetensors file"),
+    "plan": ("lora_trainer.cli.plan_cmd", "estimate the device memory a config needs (will it fit?)"),
 }
 
 

@@ -101,6 +101,9 @@ class TrainConfig:
     weighted_captions: bool = False  # parse (tag:1.2) / [tag] emphasis as the webui; off = brackets are text
     seed: int = 42
 
+    # --- memory plan --- (lora_trainer/plan: docs/PLAN.md)
+    refuse_if_wont_fit: bool = False  # False = the plan only warns (it is an estimate)
+
     # --- saving ---
     save_precision: str = "fp16"
     save_every_n_epochs: int = 0

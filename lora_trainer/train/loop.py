@@ -75,6 +75,10 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
     session.dist = hooks.distributed or LocalProcess()  # several processes: train/distributed.py
     result = None
     try:
+        if config.refuse_if_wont_fit:
+            from ..plan.gate import refuse_if_wont_fit
+
+            refuse_if_wont_fit(model, config, session.device, log)
         session.prepare()
         result = _run(session, cancel, hooks, emit, log)
     except (TrainError, ConfigError, UnsupportedModel) as exc:

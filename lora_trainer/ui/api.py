@@ -163,3 +163,16 @@ def register_routes(app, runner: JobRunner, prefix: str = PREFIX) -> None:
     app.add_api_route(f"{prefix}/cancel", cancel, methods=["POST"], response_model=CancelResponse,
                       dependencies=auth)
     app.add_api_route(f"{prefix}/check-dataset", check_dataset, methods=["POST"], dependencies=auth)
+
+    def plan(request: DatasetCheckRequest) -> Dict[str, Any]:  # the same body: {"config": {...}}
+        from lora_trainer.ui.plan_view import plan_dict
+
+        data = dict(request.config)
+        data["train_dir"] = data.get("train_dir") or "(not needed to plan)"
+        try:
+            config = config_from_json(data, host.default_output_dir())
+        except ConfigError as exc:
+            raise _refuse(422, str(exc), exc.field) from exc
+        return plan_dict(config, host)
+
+    app.add_api_route(f"{prefix}/plan", plan, methods=["POST"], dependencies=auth)

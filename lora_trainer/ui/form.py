@@ -117,6 +117,8 @@ FIELDS: List[Field] = [
     Field("cache_latents_to_disk", "Cache latents to disk", "bool", "training", advanced=True),
     Field("cache_text_encoder_outputs", "Cache text encoder outputs", "bool", "training",
           "Only when the text encoder is not trained.", advanced=True),
+    Field("refuse_if_wont_fit", "Refuse when the plan says it won't fit", "bool", "training",
+          "Off = only warn: the memory plan is an estimate."),
     Field("seed", "Seed", "int", "training"),
     # a new label: ui-config.json keeps the old "Clip skip" value (1) and would pin every run to it
     Field("clip_skip", "Clip skip (0 = webui setting)", "int", "training", "0 follows the webui's Clip skip (SD1; "

@@ -136,6 +136,7 @@ def build_tab(runner) -> gr.Blocks:
                 with gr.Row():
                     start = gr.Button("Start training", variant="primary", elem_id="train_lora_start")
                     cancel = gr.Button("Cancel", elem_id="train_lora_cancel")
+                plan_line = gr.Markdown(elem_id="train_lora_plan")  # memory plan (ui/plan_view.py)
                 # requestProgress() puts the webui's bar into the anchor's parent: our own positioned box, so the
                 # absolutely placed .progressDiv sits here and not over the "Model:" line (style.css)
                 gr.HTML(PROGRESS_HTML, elem_id="train_lora_progress")
@@ -178,4 +179,17 @@ def build_tab(runner) -> gr.Blocks:
                                      outputs=[components["_recipe_note"], *field_inputs])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
         load_kohya.click(handlers.load_kohya, inputs=[config_json], outputs=[json_message, *field_inputs])
+        _wire_plan(runner, components, field_inputs, plan_line, model_refresh)
     return blocks
+
+
+def _wire_plan(runner, components, field_inputs, plan_line, model_refresh) -> None:
+    from lora_trainer.ui.plan_view import PLAN_FIELDS, plan_markdown
+
+    def replan(*args):
+        return plan_markdown(runner, {f.key: v for f, v in zip(form.FIELDS, args)})
+
+    for key in PLAN_FIELDS:
+        if key in components:
+            components[key].change(replan, inputs=field_inputs, outputs=[plan_line])
+    model_refresh.click(replan, inputs=field_inputs, outputs=[plan_line])

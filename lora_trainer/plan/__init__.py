@@ -1,0 +1,1 @@
+"""Memory plan: how much device memory a training step needs, before training (docs/PLAN.md)."""
