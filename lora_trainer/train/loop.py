@@ -61,7 +61,7 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
         adapter = get_adapter(model)
     except (ConfigError, UnsupportedModel) as exc:
         return TrainResult("error", str(exc))
-    guard = ModelGuard(model).snapshot()
+    guard = ModelGuard(adapter.root_module).snapshot()  # Forge: its engine is no nn.Module
     session = Session(model, config, adapter, device, emit, log, cancel)
     result = None
     try:

@@ -174,7 +174,7 @@ class Session:
             self._load_start_weights(network, Path(c.network_weights).expanduser())
         self.network = network.to(self.device)
         # Frozen base: only LoRA weights get gradients (the webui leaves the UNet's requires_grad on).
-        self.model.requires_grad_(False)
+        self.adapter.root_module.requires_grad_(False)
         self.network.train()
         self.network.attach()
 

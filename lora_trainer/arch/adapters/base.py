@@ -44,6 +44,11 @@ class ModelAdapter:
 
     # ---- facts ------------------------------------------------------------------------------------------------
     @property
+    def root_module(self) -> torch.nn.Module:
+        """One nn.Module over every part (the restore guard walks it, the base is frozen through it)."""
+        return self.model
+
+    @property
     def prediction_type(self) -> str:
         """"epsilon" or "v" (webui: model.parameterization)."""
         return "v" if getattr(self.model, "parameterization", "eps") == "v" else "epsilon"
