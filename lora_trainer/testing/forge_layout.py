@@ -115,6 +115,9 @@ def build_forge_standin(arch: str, seed: int = 0):
 # ---- Forge's own classes (FORGE_DIR) -----------------------------------------------------------------------------
 def import_forge_backend(forge_dir: str):
     """Make `backend` (and Forge's vendored `gguf`) importable; returns the `backend` package."""
+    from .torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # diffusers -> transformers -> torchvision, imported by backend.modules
     for path in (forge_dir, f"{forge_dir}/packages_3rdparty"):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -152,10 +155,12 @@ def _load_random(build, seed: int):
     """Build twice: plain torch layers (to learn the state-dict shapes), then Forge's operations (whose Linear has
     no weight until one is loaded), and load random weights into the latter, as Forge's loader does."""
     from backend.operations import using_forge_operations
+    from transformers import modeling_utils
 
     shapes = {k: v.shape for k, v in build().state_dict().items()}
-    with using_forge_operations(device=torch.device("cpu"), dtype=torch.float32, manual_cast_enabled=False):
-        model = build()
+    with modeling_utils.no_init_weights():  # as backend/loader.py: HF init would touch the still-missing weights
+        with using_forge_operations(device=torch.device("cpu"), dtype=torch.float32, manual_cast_enabled=False):
+            model = build()
     model.load_state_dict(_random_state(model, shapes, seed), strict=False)
     return model
 

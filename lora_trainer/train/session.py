@@ -87,6 +87,7 @@ class Session:
             self.text_cache = TextEncoderCache(adapter, c.clip_skip)
             if c.cache_text_encoder_outputs:
                 self._precompute_text()
+        adapter.begin_training()
         self.checkpointing = GradientCheckpointing(adapter.unet)
         if c.gradient_checkpointing:
             self.checkpointing.enable()
@@ -262,6 +263,7 @@ class Session:
             self.attention.remove()
         if self.network is not None:
             self.network.detach()
+        self.adapter.end_training()
         if self.optimizer is not None:
             self.optimizer.state.clear()
         if self.text_cache is not None:

@@ -143,6 +143,12 @@ class ModelAdapter:
                 for hook in list(module._forward_pre_hooks.values()):
                     hook(module, ())
 
+    def begin_training(self) -> None:
+        """Per-instance changes the model needs to be trained (undone by end_training); none for ldm/sgm."""
+
+    def end_training(self) -> None:
+        """Undo begin_training(); safe to repeat and after a partial begin."""
+
     def text_encoder_modules(self) -> list:
         """The modules to freeze / put in eval / checkpoint, one per text encoder."""
         return [part.root for part in self.text_encoders]

@@ -22,6 +22,7 @@ import torch
 
 from ..forge import ForgeModules
 from .base import ModelAdapter, SizeConditioning
+from .forge_autograd import InplaceSafeNorms
 from .text import TextConditioning, hf_clip_tokens
 
 MINIMAL_CLIP_SKIP = {"sd1": 1, "sd2": 1, "sd2v": 1, "sdxl": 2}  # the engines' ClassicTextProcessingEngine args
@@ -45,6 +46,13 @@ class ForgeAdapter(ModelAdapter):
         self.arch = parts.arch
         self.objects = model.forge_objects
         self._root = ForgeModules(self.unet, [p.root for p in self.text_encoders], self.vae)
+        self._inplace_safe = InplaceSafeNorms(self.unet)
+
+    def begin_training(self) -> None:
+        self._inplace_safe.enable()
+
+    def end_training(self) -> None:
+        self._inplace_safe.remove()
 
     # ---- facts ------------------------------------------------------------------------------------------------
     @property
