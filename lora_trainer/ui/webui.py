@@ -212,6 +212,7 @@ class WebuiHost(Host):
 
 # ---- callbacks ----------------------------------------------------------------------------------------------
 _host: Optional[WebuiHost] = None
+_host_class = WebuiHost  # ForgeHost (ui/forge.py) in Forge: set by register_callbacks
 _runner = None  # kept across "Reload UI": this module stays in sys.modules, a running job survives a reload
 
 
@@ -220,7 +221,7 @@ def runner():
     if _runner is None:
         from lora_trainer.ui.job import JobRunner
 
-        _host = WebuiHost()
+        _host = _host_class()
         _runner = JobRunner(_host)
     return _runner
 
@@ -259,8 +260,11 @@ def on_app_started(demo, app) -> None:
     register_routes(app, runner())
 
 
-def register_callbacks() -> None:
+def register_callbacks(host_class=None) -> None:
+    global _host_class
     from modules import script_callbacks
+
+    _host_class = host_class or WebuiHost
 
     script_callbacks.on_ui_settings(on_ui_settings, name="train_lora_settings")
     script_callbacks.on_ui_tabs(on_ui_tabs, name="train_lora_tab")
