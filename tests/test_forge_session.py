@@ -76,12 +76,20 @@ def test_unpatches_forge_loras_trains_clean_and_leaves_none(mm, tmp_path):
     original = engine.forge_objects_original.unet
     options_before = (dict(original.model_options), dict(original.object_patches), dict(original.lora_patches))
 
+    # Forge's text engine moves position_ids / embeddings under inference_mode at every generation
+    embeddings = engine.forge_objects.clip.cond_stage_model.clip_l.transformer.text_model.embeddings
+    with torch.inference_mode():
+        embeddings.position_ids = embeddings.position_ids.clone()
+        embeddings.token_embedding.weight = torch.nn.Parameter(embeddings.token_embedding.weight.clone(),
+                                                               requires_grad=False)
+    assert embeddings.position_ids.is_inference()
     session = ForgeSession(engine, mm).begin()
     assert all(torch.equal(v, clean[k]) for k, v in unet_module.state_dict().items()), "back to clean weights"
+    assert not any(t.is_inference() for t in engine.forge_objects.clip.cond_stage_model.state_dict().values())
     assert engine.forge_objects.unet is original and unet_module.lora_loader.backup == {}
     data = make_demo_dataset(tmp_path / "data", count=2, repeats=1)
     config = demo_config("sd1", data, tmp_path / "out", steps=2)
-    config.save_precision = "fp32"
+    config.save_precision, config.train_text_encoder = "fp32", True
     result = train(engine, config)
     session.end()
 

@@ -51,13 +51,18 @@ def _patchers(model) -> list:
 
 
 def _untangle_inference_tensors(module: torch.nn.Module) -> int:
-    """Weights Forge (re)created under torch.inference_mode (a LoRA merge, a dtype move) cannot be saved for
-    backward; give such parameters an equal normal tensor. Returns how many were replaced."""
+    """Tensors Forge (re)created under torch.inference_mode — a LoRA merge, the text engine's `position_ids.to()`
+    and embedding dtype moves at every generation — cannot be saved for backward nor versioned; give each such
+    parameter / buffer an equal normal tensor (values, dtype, device unchanged). Returns how many were replaced."""
     count = 0
     for sub in module.modules():
         for name, p in list(sub._parameters.items()):
             if p is not None and p.is_inference():
                 sub._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=p.requires_grad)
+                count += 1
+        for name, b in list(sub._buffers.items()):
+            if b is not None and b.is_inference():
+                sub._buffers[name] = b.clone()
                 count += 1
     return count
 
