@@ -190,3 +190,64 @@ def test_training_on_real_forge_classes_restores_everything(tmp_path, backend, a
     assert names <= set(expected_lora_names(arch, include_conv=True))
     assert any(n.startswith("lora_te") for n in names) and any(n.startswith("lora_unet") for n in names)
     assert state_differences(before, model_state(root)) == []
+
+
+def _classic_engine(backend, encoder, tokenizer, **kwargs):
+    """Forge's ClassicTextProcessingEngine over one of the test engine's towers. Outside a running Forge its only
+    webui import, `modules.shared.opts`, is given the one option it reads (emphasis "Original", Forge's default)."""
+    import sys
+    import types
+
+    saved = {k: sys.modules.get(k) for k in ("modules", "modules.shared")}
+    shared = types.ModuleType("modules.shared")
+    shared.opts = types.SimpleNamespace(emphasis="Original")
+    package = types.ModuleType("modules")
+    package.shared = shared
+    sys.modules.update({"modules": package, "modules.shared": shared})
+    try:
+        from backend.text_processing.classic_engine import ClassicTextProcessingEngine  # binds `opts` at import
+    finally:
+        for key, module in saved.items():
+            if module is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = module
+
+    return ClassicTextProcessingEngine(text_encoder=encoder, tokenizer=tokenizer, embedding_dir=None, **kwargs)
+
+
+@pytest.mark.parametrize("clip_skip", [1, 2])
+def test_text_conditioning_equals_forges_classic_engine_sd1(backend, clip_skip):
+    from lora_trainer.arch import get_adapter
+    from lora_trainer.testing.forge_layout import build_forge_engine
+
+    engine = build_forge_engine("sd1", FORGE_DIR, seed=6)
+    clip = engine.forge_objects.clip
+    classic = _classic_engine(backend, clip.cond_stage_model.clip_l, clip.tokenizer.clip_l, embedding_key="clip_l",
+                              embedding_expected_shape=32, minimal_clip_skip=1, clip_skip=clip_skip,
+                              return_pooled=False, final_layer_norm=True)
+    captions = ["a photo of hero, red cape", "hero"]
+    with torch.no_grad():
+        ours = get_adapter(engine).encode_text(captions, clip_skip=clip_skip).context
+        theirs = classic(captions)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_text_conditioning_equals_forges_classic_engine_sdxl(backend):
+    from lora_trainer.arch import get_adapter
+    from lora_trainer.testing.forge_layout import build_forge_engine
+
+    engine = build_forge_engine("sdxl", FORGE_DIR, seed=7)
+    clip = engine.forge_objects.clip
+    common = dict(embedding_expected_shape=64, minimal_clip_skip=2, clip_skip=2, final_layer_norm=False)
+    engine_l = _classic_engine(backend, clip.cond_stage_model.clip_l, clip.tokenizer.clip_l, embedding_key="clip_l",
+                               text_projection=False, return_pooled=False, **common)
+    engine_g = _classic_engine(backend, clip.cond_stage_model.clip_g, clip.tokenizer.clip_g, embedding_key="clip_g",
+                               text_projection=True, return_pooled=True, **common)
+    captions = ["a photo of hero, red cape", "hero"]
+    with torch.no_grad():
+        ours = get_adapter(engine).encode_text(captions)
+        cond_l = engine_l(captions)
+        cond_g, pooled = engine_g(captions)
+    torch.testing.assert_close(ours.context, torch.cat([cond_l, cond_g], dim=2))  # sdxl.py get_learned_conditioning
+    torch.testing.assert_close(ours.pooled, pooled)
