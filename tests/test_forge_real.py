@@ -121,13 +121,12 @@ def test_forge_unet_trains_like_the_ldm_unet_with_the_same_weights(backend):
     """Forge loads ldm's `model.diffusion_model.*` weights as they are: with one state dict and one LoRA, Forge's
     UNet (made differentiable by InplaceSafeNorms) gives ldm's output and ldm's LoRA gradients."""
     from backend.nn.unet import IntegratedUNet2DConditionModel
-    from conftest import tiny_model
 
-    from lora_trainer.arch import get_adapter
     from lora_trainer.arch.adapters.forge_autograd import InplaceSafeNorms
     from lora_trainer.lora_net import LoRANetwork
+    from lora_trainer.testing import build_tiny_model
 
-    ldm = tiny_model("sd1")
+    ldm = build_tiny_model("sd1", seed=8)  # private: it gets frozen below
     forge_unet = IntegratedUNet2DConditionModel(
         in_channels=4, out_channels=4, model_channels=32, channel_mult=[1, 1, 2, 2], num_res_blocks=[2] * 4,
         num_heads=8, transformer_depth=[1] * 6 + [0] * 2, transformer_depth_output=[1] * 9 + [0] * 3,
@@ -163,7 +162,6 @@ def test_forge_unet_trains_like_the_ldm_unet_with_the_same_weights(backend):
     torch.testing.assert_close(out, ref_out, atol=2e-5, rtol=1e-4)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-3)
-    del get_adapter
 
 
 @pytest.mark.parametrize("arch", ["sd1", "sdxl"])
