@@ -46,6 +46,10 @@ class ForgeHost(WebuiHost):
         info = getattr(self.model(), "sd_checkpoint_info", None)
         return getattr(info, "title", "") or ""
 
+    def no_model_message(self) -> str:
+        return ("No checkpoint is loaded in Forge yet: Forge loads the checkpoint picked at the top when it first "
+                "generates. Generate one image in txt2img, then start the training.")
+
     def unsupported_reason(self) -> str:
         from backend import args, memory_management
 

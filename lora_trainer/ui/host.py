@@ -23,6 +23,10 @@ class Host:
     def model_title(self) -> str:
         return ""
 
+    def no_model_message(self) -> str:
+        return ("No checkpoint is loaded in the webui. Pick one in the checkpoint dropdown at the top and wait until "
+                "it has loaded.")
+
     def unsupported_reason(self) -> str:
         """Why the webui's current setup cannot train (e.g. --lowvram), or ""."""
         return ""

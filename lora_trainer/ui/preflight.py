@@ -34,8 +34,7 @@ def check_model(host: Host) -> tuple:
 
     model = host.model()
     if model is None:
-        raise JobRefused("No checkpoint is loaded in the webui. Pick one in the checkpoint dropdown at the top and "
-                         "wait until it has loaded.", status_code=409)
+        raise JobRefused(host.no_model_message(), status_code=409)
     reason = host.unsupported_reason()
     if reason:
         raise JobRefused(f"Cannot train in this webui setup: {reason}.", status_code=409)
