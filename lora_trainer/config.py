@@ -75,7 +75,7 @@ class TrainConfig:
     optimizer: str = "AdamW"
     optimizer_args: dict = field(default_factory=dict)
     lr_scheduler: str = "constant"
-    lr_warmup_steps: float = 0  # int steps, or a fraction (< 1) of the total
+    lr_warmup_steps: float = 0.0  # int steps, or a fraction (< 1) of the total
     lr_scheduler_num_cycles: int = 1
     lr_scheduler_power: float = 1.0
     max_grad_norm: float = 1.0  # 0 disables clipping
@@ -83,13 +83,22 @@ class TrainConfig:
     huber_c: float = 0.1
     huber_schedule: str = "snr"  # kohya's default: c shrinks as noise grows
     min_snr_gamma: float = 0.0  # 0 = off; 5 is the paper's value
+    # --- kohya semantics (issue 11): SDXL default, v-prediction loss options; see lora_trainer/kohya_semantics.py ---
+    sdxl_unet_only: bool = True  # SDXL: train the UNet only even when train_text_encoder is on (kohya's advice)
+    zero_terminal_snr: bool = False  # rescale the schedule so the last step is pure noise (for v-prediction)
+    scale_v_pred_loss_like_noise_pred: bool = False
+    v_pred_like_loss: float = 0.0  # 0 = off
+    debiased_estimation_loss: bool = False
     noise_offset: float = 0.0
     min_timestep: int = 0
     max_timestep: int = 1000
     mixed_precision: str = "auto"  # auto: bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = True
     cache_text_encoder_outputs: bool = False  # only when the text encoder is not trained and captions are fixed
-    clip_skip: int = 1
+    clip_skip: int = 0  # 0 = the webui's Clip skip setting at start (1 outside the webui); SD1 only
+    # --- prompt encoding (issue 11): captions encoded as the webui encodes prompts ---
+    max_token_length: int = 225  # 75 / 150 / 225: caption tokens kept, in 75-token chunks (kohya's name)
+    weighted_captions: bool = False  # parse (tag:1.2) / [tag] emphasis as the webui; off = brackets are text
     seed: int = 42
 
     # --- saving ---
@@ -122,7 +131,8 @@ class TrainConfig:
         _non_negative(self, "resolution", "max_train_epochs", "max_train_steps", "conv_dim", "keep_tokens",
                       "save_every_n_epochs", "save_every_n_steps", "sample_every_n_steps", "sample_every_n_epochs",
                       "max_grad_norm", "min_snr_gamma", "noise_offset", "lr_warmup_steps", "min_bucket_reso",
-                      "max_bucket_reso", "unet_lr", "text_encoder_lr", "prior_loss_weight", "clip_skip")
+                      "max_bucket_reso", "unet_lr", "text_encoder_lr", "prior_loss_weight", "clip_skip",
+                      "v_pred_like_loss")
         for name_ in ("network_dropout", "caption_dropout_rate", "caption_tag_dropout_rate"):
             v = getattr(self, name_)
             if not 0.0 <= v < 1.0:
@@ -137,7 +147,7 @@ class TrainConfig:
             raise ConfigError("max_timestep", "need 0 <= min_timestep < max_timestep <= 1000")
         if not (self.train_unet or self.train_text_encoder):
             raise ConfigError("train_unet", "train the UNet, the text encoder, or both")
-        if self.cache_text_encoder_outputs and self.train_text_encoder:
+        if self.cache_text_encoder_outputs and self.train_text_encoder and not self.sdxl_unet_only:
             raise ConfigError("cache_text_encoder_outputs", "cannot cache text-encoder outputs while training it")
         for fname, allowed in (("optimizer", OPTIMIZERS), ("lr_scheduler", SCHEDULERS),
                                ("mixed_precision", PRECISIONS), ("save_precision", SAVE_PRECISIONS),
@@ -146,6 +156,7 @@ class TrainConfig:
                 raise ConfigError(fname, f"{getattr(self, fname)!r} is not one of {', '.join(allowed)}")
         if self.loss_type == "huber" and not 0 < self.huber_c <= 1:
             raise ConfigError("huber_c", f"must be in (0, 1] for the Huber loss, got {self.huber_c}")
+        _validate_prompt_encoding(self)
         if not self.caption_extension.startswith("."):
             self.caption_extension = "." + self.caption_extension
         return self
@@ -190,7 +201,15 @@ class TrainConfig:
     # derived values -----------------------------------------------------
     def warmup_steps(self, total_steps: int) -> int:
         w = self.lr_warmup_steps
-        return int(math.ceil(w * total_steps)) if 0 < w < 1 else int(w)
+        return int(math.floor(w * total_steps)) if 0 < w < 1 else int(w)  # kohya: int(ratio * total), down
+
+
+def _validate_prompt_encoding(cfg) -> None:
+    if not 0 <= cfg.clip_skip <= 12:
+        raise ConfigError("clip_skip", f"must be 0 (follow the webui) or 1-12 (CLIP's layers), got {cfg.clip_skip}")
+    if cfg.max_token_length not in (75, 150, 225):
+        raise ConfigError("max_token_length", f"must be 75, 150 or 225 (one to three 75-token chunks), "
+                                              f"got {cfg.max_token_length}")
 
 
 def _positive(cfg, *names):

@@ -147,7 +147,7 @@ def test_medvram_hooks_run_before_parts_are_called_directly(arch, tmp_path):
 
         from lora_trainer.train import train
 
-        refused = train(model, make_config(tmp_path, arch, steps=1))
+        refused = train(model, make_config(tmp_path, arch, steps=1, sdxl_unet_only=False))  # SDXL: TE on too
         assert refused.status == "error" and refused.message.startswith("train_text_encoder")
     finally:
         del model.lowvram

@@ -27,7 +27,8 @@ def test_defaults_validate_and_round_trip_toml_and_json(tmp_path):
     ({"network_dropout": 1.5}, "network_dropout"),
     ({"max_train_epochs": 0, "max_train_steps": 0}, "max_train_epochs"),
     ({"train_unet": False, "train_text_encoder": False}, "train_unet"),
-    ({"cache_text_encoder_outputs": True}, "cache_text_encoder_outputs"),
+    ({"cache_text_encoder_outputs": True, "sdxl_unet_only": False}, "cache_text_encoder_outputs"),
+    ({"v_pred_like_loss": -0.1}, "v_pred_like_loss"),
 ])
 def test_invalid_values_name_the_field(changes, field):
     cfg = TrainConfig(train_dir="data", **{k: v for k, v in changes.items() if k != "train_dir"})
@@ -53,5 +54,7 @@ def test_from_dict_coerces_form_values_and_rejects_unknown_keys():
 
 
 def test_warmup_fraction():
-    assert TrainConfig(lr_warmup_steps=0.1).warmup_steps(95) == 10
+    assert TrainConfig(lr_warmup_steps=0.1).warmup_steps(95) == 9  # kohya: int(0.1 * 95), rounded down
+    assert TrainConfig(lr_warmup_steps=0.05).warmup_steps(10) == 0
+    assert TrainConfig.from_dict({"lr_warmup_steps": 0.1}).lr_warmup_steps == 0.1  # a fraction from the form/JSON
     assert TrainConfig(lr_warmup_steps=7).warmup_steps(95) == 7

@@ -98,6 +98,7 @@ def test_training_on_forge_layout_writes_a1111_keys_and_restores(tmp_path, arch)
     data = make_demo_dataset(tmp_path / "data", count=2, repeats=2)
     config = demo_config(arch, data, tmp_path / "out", steps=3)
     config.save_precision, config.train_text_encoder, config.gradient_checkpointing = "fp32", True, True
+    config.sdxl_unet_only = False  # SDXL defaults to the UNet only; this run covers both text encoders too
     result = train(engine, config)
     assert result.status == "completed", result.message
     tensors, _ = load_lora(result.final_file)

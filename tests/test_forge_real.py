@@ -180,6 +180,7 @@ def test_training_on_real_forge_classes_restores_everything(tmp_path, backend, a
     data = make_demo_dataset(tmp_path / "data", count=2, repeats=2)
     config = demo_config(arch, data, tmp_path / "out", steps=3)
     config.save_precision, config.train_text_encoder, config.gradient_checkpointing = "fp32", True, True
+    config.sdxl_unet_only = False  # SDXL defaults to the UNet only; this run covers both text encoders too
     config.conv_dim, config.conv_alpha = 2, 1.0
     result = train(engine, config)
     assert result.status == "completed", result.message
@@ -188,6 +189,12 @@ def test_training_on_real_forge_classes_restores_everything(tmp_path, backend, a
     assert names <= set(expected_lora_names(arch, include_conv=True))
     assert any(n.startswith("lora_te") for n in names) and any(n.startswith("lora_unet") for n in names)
     assert state_differences(before, model_state(root)) == []
+
+
+def _webui_prompts():
+    from lora_trainer.prompts import PromptOptions
+
+    return PromptOptions(max_token_length=225, weighted=True)  # emphasis parsed, as Forge does for a prompt
 
 
 def _classic_engine(backend, encoder, tokenizer, **kwargs):
@@ -224,11 +231,14 @@ def test_text_conditioning_equals_forges_classic_engine_sd1(backend, clip_skip):
     classic = _classic_engine(backend, clip.cond_stage_model.clip_l, clip.tokenizer.clip_l, embedding_key="clip_l",
                               embedding_expected_shape=32, minimal_clip_skip=1, clip_skip=clip_skip,
                               return_pooled=False, final_layer_norm=True)
-    captions = ["a photo of hero, red cape", "hero"]
-    with torch.no_grad():
-        ours = get_adapter(engine).encode_text(captions, clip_skip=clip_skip).context
-        theirs = classic(captions)
-    torch.testing.assert_close(ours, theirs)
+    long = ", ".join(f"tag{i} word" for i in range(40))  # > 75 tokens: three chunks, comma back-tracking
+    adapter = get_adapter(engine)
+    for caption in ["a photo of hero, (red cape:1.3), [blurry]", "hero", long]:  # one prompt each, as txt2img
+        with torch.no_grad():
+            ours = adapter.encode_text([caption], clip_skip=clip_skip, prompts=_webui_prompts()).context
+            theirs = classic([caption])
+        torch.testing.assert_close(ours, theirs)
+    assert theirs.shape[1] == 3 * 77
 
 
 def test_text_conditioning_equals_forges_classic_engine_sdxl(backend):
@@ -242,10 +252,11 @@ def test_text_conditioning_equals_forges_classic_engine_sdxl(backend):
                                text_projection=False, return_pooled=False, **common)
     engine_g = _classic_engine(backend, clip.cond_stage_model.clip_g, clip.tokenizer.clip_g, embedding_key="clip_g",
                                text_projection=True, return_pooled=True, **common)
-    captions = ["a photo of hero, red cape", "hero"]
-    with torch.no_grad():
-        ours = get_adapter(engine).encode_text(captions)
-        cond_l = engine_l(captions)
-        cond_g, pooled = engine_g(captions)
-    torch.testing.assert_close(ours.context, torch.cat([cond_l, cond_g], dim=2))  # sdxl.py get_learned_conditioning
-    torch.testing.assert_close(ours.pooled, pooled)
+    adapter = get_adapter(engine)
+    for caption in ["a photo of hero, (red cape:1.3)", "hero, " + ", ".join(f"tag{i} word" for i in range(40))]:
+        with torch.no_grad():
+            ours = adapter.encode_text([caption], prompts=_webui_prompts())
+            cond_l = engine_l([caption])
+            cond_g, pooled = engine_g([caption])
+        torch.testing.assert_close(ours.context, torch.cat([cond_l, cond_g], dim=2))  # sdxl.py
+        torch.testing.assert_close(ours.pooled, pooled)

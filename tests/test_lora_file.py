@@ -98,7 +98,7 @@ def test_metadata(arch, version, v2):
     assert meta["ss_base_model_version"] == version and meta["ss_v2"] == v2
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_output_name"] == "cat"
     assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_network_dropout"]) == ("8", "4.0", "0.1")
-    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "1"}
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "1", "dropout": 0.1}  # kohya
     assert meta["ss_learning_rate"] == "0.0001" and meta["ss_optimizer"] == "AdamW"
     assert meta["ss_gradient_checkpointing"] == "True" and meta["ss_clip_skip"] == "2"
     assert json.loads(meta["ss_tag_frequency"]) == {"5_cat": {"cat": 2}}
@@ -110,7 +110,9 @@ def test_metadata(arch, version, v2):
                                                 if arch == "sdxl" else "diffusers")
     assert meta["modelspec.prediction_type"] == ("v" if arch == "sd2v" else "epsilon")
     assert meta["modelspec.encoder_layer"] == "2" and meta["modelspec.title"] == "cat"
-    assert json.loads(build_metadata(arch, output_name="x", rank=4, alpha=4)["ss_network_args"]) == {}
+    assert meta["ss_v_parameterization"] == str(arch == "sd2v") and meta["modelspec.sai_model_spec"] == "1.0.1"
+    plain = build_metadata(arch, output_name="x", rank=4, alpha=4)
+    assert "ss_network_args" not in plain and plain["ss_clip_skip"] == "None"  # kohya: no network_args given
 
 
 def test_load_rejects_what_is_not_a_lora(tmp_path):

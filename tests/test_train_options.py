@@ -32,9 +32,9 @@ def test_frozen_text_encoder_is_encoded_once_per_caption(tmp_path, monkeypatch):
     calls = []
     original = SDAdapter.encode_text
 
-    def spy(self, captions, clip_skip=1):
+    def spy(self, captions, clip_skip=1, **kwargs):
         calls.append((list(captions), torch.is_grad_enabled()))
-        return original(self, captions, clip_skip)
+        return original(self, captions, clip_skip, **kwargs)
 
     monkeypatch.setattr(SDAdapter, "encode_text", spy)
     model = tiny_model("sd1")

@@ -57,7 +57,10 @@ def print_result(result) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="TrainConfig as .toml or .json (README 'Options')")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="TrainConfig as .toml or .json (README 'Options')")
+    source.add_argument("--kohya-config", type=Path, help="an sd-scripts / kohya_ss config (.toml or .json); "
+                                                           "prints every option it does not use")
     parser.add_argument("--model", default="sd1", choices=("sd1", "sd2", "sd2v", "sdxl"),
                         help="tiny random-weight model of this architecture to train on (default sd1)")
     parser.add_argument("--output-dir", type=Path, help="overrides the config's output_dir")
@@ -70,10 +73,18 @@ def run(args) -> int:
     from ..train import TrainHooks, train
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    source = args.kohya_config or args.config
     try:
-        config = TrainConfig.load(args.config)
+        if args.kohya_config:
+            from ..kohya_config import load_kohya_config
+
+            imported = load_kohya_config(args.kohya_config)
+            print(f"{args.kohya_config}: {imported.report()}")
+            config = imported.config
+        else:
+            config = TrainConfig.load(args.config)
     except (OSError, ValueError) as exc:
-        print(f"error: {args.config}: {exc}")
+        print(f"error: {source}: {exc}")
         return 2
     if args.output_dir:
         config.output_dir = str(args.output_dir)

@@ -74,21 +74,30 @@ def split_tags(caption: str) -> List[str]:
     return [t for t in tags if t]
 
 
-def process_caption(caption: str, options: DatasetOptions, rng: random.Random, epoch: int) -> str:
-    """One sample's caption. `epoch` counts from 1 (kohya: every_n_epochs=3 drops on epochs 3, 6, ...).
+def process_caption(caption: str, options: DatasetOptions, rng: random.Random, epoch: int,
+                    is_reg: bool = False) -> str:
+    """One sample's caption (see `sample_caption`)."""
+    return sample_caption(caption, options, rng, epoch, is_reg=is_reg)[0]
+
+
+def sample_caption(caption: str, options: DatasetOptions, rng: random.Random, epoch: int,
+                   is_reg: bool = False) -> Tuple[str, bool]:
+    """(one sample's caption, whether caption dropout removed it). `epoch` counts from 1 (kohya: every_n_epochs=3
+    drops on epochs 3, 6, ...).
 
     Order as kohya: whole-caption dropout, then (only if shuffling or tag dropout is on) split on commas, keep
     the first `keep_tokens` fixed, shuffle the rest, drop each remaining tag with caption_tag_dropout_rate, join
     with ", ". With those options off the caption is used verbatim. The trigger word is then put first unless it
     already is the first tag; a dropped caption stays "" (unconditional), trigger word included, just as kohya
-    drops caption_prefix.
+    drops caption_prefix. Regularisation images (`is_reg`) never get the trigger word: they teach the class
+    as it is, and "trigger, class" on them would teach the trigger the class average (prior preservation).
     """
     # rng.random() only when the rate is on, so turning an option off does not shift the random stream (kohya).
     dropped = options.caption_dropout_rate > 0 and rng.random() < options.caption_dropout_rate
     every = options.caption_dropout_every_n_epochs
     if dropped or (every > 0 and epoch % every == 0):
-        return ""
-    trigger = options.trigger_word.strip()
+        return "", True
+    trigger = "" if is_reg else options.trigger_word.strip()
     if options.shuffle_caption or options.caption_tag_dropout_rate > 0:
         tags = split_tags(caption)
         keep = options.keep_tokens
@@ -102,11 +111,11 @@ def process_caption(caption: str, options: DatasetOptions, rng: random.Random, e
             rng.shuffle(flexible)
         if options.caption_tag_dropout_rate > 0:
             flexible = [t for t in flexible if rng.random() >= options.caption_tag_dropout_rate]
-        return ", ".join(([trigger] if trigger else []) + fixed + flexible)
+        return ", ".join(([trigger] if trigger else []) + fixed + flexible), False
     if trigger:
         stripped = caption.strip()
         if not stripped:
-            return trigger
+            return trigger, False
         if stripped.split(",", 1)[0].strip() != trigger:
-            return f"{trigger}, {caption}"
-    return caption
+            return f"{trigger}, {caption}", False
+    return caption, False

@@ -8,6 +8,12 @@ kohya's files hold four separate Linear LoRAs (`self_attn_{q,k,v,out}_proj`); q/
 untouched) and runs the original forward, which is exactly the forward of a merged model.
 Neuron dropout sits on each LoRA's hidden activations and cannot be merged into a weight; while it is active the
 override projects q/k/v itself (base + LoRA branch) and runs the original forward with identity projections.
+
+The merge is only used on fp32 weights without autocast. On an fp16/bf16 text encoder (the webui's) or under
+autocast, `W + ΔW` would be rounded to the low-precision grid W already sits on, and a small update vanishes (at
+|ΔW| ≈ 1e-6 about three quarters of it in fp16). There the separate path runs, like kohya's separate LoRA branch: the
+frozen projection as the host computes it, plus the fp32 LoRA branch, summed in fp32; the attention itself runs in
+fp32 on those sums, and the result comes back in the dtype the merged forward would have returned.
 """
 
 from __future__ import annotations
@@ -74,7 +80,9 @@ class MultiheadAttentionLoRA:
 
     def _forward(self, call_original, *args, **kwargs):
         dropout_active = any(lora.training and lora.dropout > 0 for lora in self.loras)
-        if dropout_active or self.prefer_unfused:
+        weight = self.attention.in_proj_weight
+        low_precision = weight.dtype != torch.float32 or _autocast_enabled(weight.device.type)
+        if dropout_active or self.prefer_unfused or low_precision:
             return self.forward_unfused(call_original, *args, **kwargs)
         return self.forward_merged(call_original, *args, **kwargs)
 
@@ -87,21 +95,61 @@ class MultiheadAttentionLoRA:
             return call_original(*args, **kwargs)
 
     def forward_unfused(self, call_original, *args, **kwargs):
+        """Frozen projections as the host computes them (their dtype, autocast as it is), each LoRA branch added in
+        fp32 beside them (kohya's separate branch), the attention itself in fp32 on those sums."""
         attention = self.attention
         (query, key, value), rest, kwargs = _split_qkv(args, kwargs)
         w_in, b_in = attention.in_proj_weight, attention.in_proj_bias
+        device = w_in.device
+        autocast = _autocast_enabled(device.type)
         w_q, w_k, w_v = w_in.chunk(3)
         b_q, b_k, b_v = b_in.chunk(3) if b_in is not None else (None, None, None)
-        q, k, v = (_plus_lora(F.linear(x, w, b), lora, x) for x, w, b, lora in
-                   ((query, w_q, b_q, self.q), (key, w_k, b_k, self.k), (value, w_v, b_v, self.v)))
-        eye = torch.eye(attention.embed_dim, dtype=w_in.dtype, device=w_in.device)
-        # identity projections: the original forward now does only the attention itself (multiplying by I is exact)
-        with _shadowed(attention, in_proj_weight=torch.cat([eye, eye, eye]), in_proj_bias=None), \
-                _shadowed(attention.out_proj, weight=eye, bias=None):
-            attended, weights = call_original(q, k, v, *rest, **kwargs)
+        inputs = ((query, w_q, b_q, self.q), (key, w_k, b_k, self.k), (value, w_v, b_v, self.v))
+        base = [F.linear(x, w, b) for x, w, b, _ in inputs]
+        result_dtype = base[0].dtype
+        rest, kwargs = tuple(_fp32(a) for a in rest), {k: _fp32(v) for k, v in kwargs.items()}
+        with torch.autocast(device_type=device.type, enabled=False):
+            q, k, v = (p.float() + lora.lora_output(x.float()) for p, (x, _, _, lora) in zip(base, inputs))
+            eye3, eye = _identity(attention.embed_dim, device)
+            # identity projections: the original forward now does only the attention itself (multiplying by I is exact)
+            with _shadowed(attention, in_proj_weight=eye3, in_proj_bias=None), \
+                    _shadowed(attention.out_proj, weight=eye, bias=None):
+                attended, weights = call_original(q, k, v, *rest, **kwargs)
         out_proj = attention.out_proj
-        return _plus_lora(F.linear(attended, out_proj.weight, out_proj.bias), self.out, attended), weights
+        base_out = F.linear(attended if autocast else attended.to(out_proj.weight.dtype), out_proj.weight,
+                            out_proj.bias)
+        with torch.autocast(device_type=device.type, enabled=False):
+            out = base_out.float() + self.out.lora_output(attended)
+        return out.to(result_dtype), (weights.to(result_dtype) if weights is not None else None)
 
 
-def _plus_lora(base: torch.Tensor, lora: LinearLoRA, x: torch.Tensor) -> torch.Tensor:
-    return base + lora.lora_output(x).to(base.dtype)
+_IDENTITIES: dict = {}
+
+
+def _identity(d: int, device) -> tuple:
+    """fp32 ([I; I; I], I) of size d, one pair per device: every layer's autograd graph references the same tensors
+    instead of saving its own copies."""
+    key = (d, str(device))
+    if key not in _IDENTITIES:
+        eye = torch.eye(d, dtype=torch.float32, device=device)
+        _IDENTITIES[key] = (torch.cat([eye, eye, eye]), eye)
+    return _IDENTITIES[key]
+
+
+def _fp32(value):
+    """Floating tensors (a float attention mask) follow the fp32 attention; bool masks and flags stay as they are."""
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype:
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except (AttributeError, TypeError):  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()

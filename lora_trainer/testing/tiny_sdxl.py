@@ -28,7 +28,7 @@ SIZE_EMBED_DIM = 256
 
 
 class TinyDiffusionEngine(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, v_prediction: bool = False):
         super().__init__()
         from ldm.models.autoencoder import AutoencoderKL
 
@@ -65,7 +65,10 @@ class TinyDiffusionEngine(nn.Module):
         for p in self.first_stage_model.parameters():
             p.requires_grad = False
         self.scale_factor = 0.13025
-        self.parameterization = "eps"
+        from .sgm_denoiser import DiscreteDenoiser
+
+        self.denoiser = DiscreteDenoiser(v_prediction)  # v-prediction SDXL checkpoints: sgm VScaling
+        self.parameterization = "v" if v_prediction else "eps"  # what the webui's extend_sdxl sets from it
         self.loss_fn = None
         self.conditioning_key = "crossattn"
         self.cond_stage_key = "txt"
@@ -97,9 +100,9 @@ class TinyDiffusionEngine(nn.Module):
         })
 
 
-def build_tiny_sdxl(seed: int = 0, cfg: dict | None = None) -> TinyDiffusionEngine:
+def build_tiny_sdxl(seed: int = 0, cfg: dict | None = None, v_prediction: bool = False) -> TinyDiffusionEngine:
     torch.manual_seed(seed)
-    model = TinyDiffusionEngine(cfg or SDXL_TINY)
+    model = TinyDiffusionEngine(cfg or SDXL_TINY, v_prediction)
     randomize_(model.model, seed)
     randomize_(model.conditioner, seed + 1)
     randomize_(model.first_stage_model, seed + 2)

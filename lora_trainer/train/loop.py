@@ -16,6 +16,7 @@ import torch
 
 from ..arch.detect import UnsupportedModel
 from ..config import ConfigError
+from ..kohya_semantics import for_arch
 from .batches import make_batch
 from .errors import Cancelled, TrainError
 from .memory import free_memory, is_out_of_memory, oom_advice
@@ -26,6 +27,7 @@ from .saving import epoch_file, final_file, save_network, state_dir, step_file, 
 from .session import Session
 from .state import save_state
 from .step import diffusion_loss, step_seed
+from .uncond import zero_dropped_captions
 
 logger = logging.getLogger("lora_trainer.train")
 
@@ -59,6 +61,7 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
     try:
         config.validate()
         adapter = get_adapter(model)
+        config = for_arch(config, adapter.arch)  # kohya's per-architecture rules (kohya_semantics.py)
     except (ConfigError, UnsupportedModel) as exc:
         return TrainResult("error", str(exc))
     guard = ModelGuard(adapter.root_module).snapshot()  # Forge: its engine is no nn.Module
@@ -171,7 +174,8 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
             if s.text_cache is not None:
                 text = s.text_cache.encode(batch.captions)
             else:
-                text = s.adapter.encode_text(batch.captions, c.clip_skip)
+                text = s.adapter.encode_text(batch.captions, c.clip_skip, prompts=s.prompts)
+            text = zero_dropped_captions(s.adapter.arch, text, batch.dropped)
         loss = diffusion_loss(s.adapter, batch, text, config=c, alphas_cumprod=s.alphas_cumprod,
                               generator=generator, precision=s.precision)
         value = float(loss.detach())
@@ -215,7 +219,8 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
         cache_latents=s.cache_latents)
     written = save_network(path, s.network, arch=s.adapter.arch, config=c, training=training, report=s.report,
                            resolution=s.resolution, run=s.run, step=step, epoch=epoch,
-                           overwrite=True)  # clashes were refused before training
+                           overwrite=True,  # clashes were refused before training
+                           prediction_type=s.adapter.prediction_type, model_identity=hooks.model_identity)
     s.files.append(written)
     if c.save_state:
         folder = save_state(state_dir(written), network_tensors=s.network.kohya_state_dict(),

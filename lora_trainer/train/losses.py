@@ -94,13 +94,20 @@ def elementwise_loss(pred, target, loss_type: str = "l2", c: Optional[torch.Tens
 
 def batch_loss(pred, target, timesteps, alphas_cumprod, *, prediction_type: str, loss_weights=None,
                loss_type: str = "l2", huber_c_value: float = 0.1, huber_schedule: str = "snr",
-               min_snr_gamma: float = 0.0) -> torch.Tensor:
+               min_snr_gamma: float = 0.0, scale_v_pred_loss_like_noise_pred: bool = False,
+               v_pred_like_loss: float = 0.0, debiased_estimation_loss: bool = False) -> torch.Tensor:
     """kohya's order: element-wise loss → mean over C,H,W → × per-sample weight (prior_loss_weight for reg
-    images) → × min-SNR weight → mean over the batch."""
+    images) → × min-SNR weight → the v-prediction / debiasing options (loss_weights.py) → mean over the batch."""
+    from . import loss_weights as kohya_weights
+
     c = huber_c(timesteps, alphas_cumprod, huber_c_value, huber_schedule) if loss_type == "huber" else None
     per_sample = elementwise_loss(pred, target, loss_type, c).mean(dim=list(range(1, pred.ndim)))
     if loss_weights is not None:
         per_sample = per_sample * loss_weights.to(per_sample.device, per_sample.dtype)
     if min_snr_gamma:
         per_sample = per_sample * min_snr_weight(timesteps, alphas_cumprod, min_snr_gamma, prediction_type)
+    per_sample = kohya_weights.apply(per_sample, timesteps, alphas_cumprod, prediction_type=prediction_type,
+                                    scale_v_pred_loss_like_noise_pred=scale_v_pred_loss_like_noise_pred,
+                                    v_pred_like_loss=v_pred_like_loss,
+                                    debiased_estimation_loss=debiased_estimation_loss)
     return per_sample.mean()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 STATUSES = ("completed", "cancelled", "nan", "oom", "error")
 
@@ -29,8 +29,11 @@ class TrainResult:
 class TrainHooks:
     """on_sample(step, epoch, network, adapter): every config.sample_every_n_steps / _epochs, with the LoRA
     attached to the model and gradient checkpointing off, so the caller can render previews with the model.
-    on_saved(path): after each LoRA file is written. on_log(text): human-readable log lines."""
+    on_saved(path): after each LoRA file is written. on_log(text): human-readable log lines.
+    model_identity: what the host knows of the loaded checkpoint for the file's metadata (Host.checkpoint_identity:
+    file name, the webui's short hash, sha256), empty when it knows nothing."""
 
     on_sample: Optional[Callable[[int, int, Any, Any], None]] = None
     on_saved: Optional[Callable[[Path], None]] = None
     on_log: Optional[Callable[[str], None]] = None
+    model_identity: Dict[str, str] = field(default_factory=dict)

@@ -65,7 +65,8 @@ def training_metadata(config, *, arch: str, optimizer_description: str, precisio
         "gradient_checkpointing": c.gradient_checkpointing,
         "gradient_accumulation_steps": c.gradient_accumulation_steps,
         "lr_warmup_steps": c.warmup_steps(total_steps), "lr_scheduler": c.lr_scheduler,
-        "mixed_precision": precision, "full_fp16": False, "max_token_length": None,
+        "mixed_precision": precision, "full_fp16": False,
+        "max_token_length": getattr(c, "max_token_length", None),  # kohya: None = 75
         "cache_latents": cache_latents, "seed": c.seed, "noise_offset": c.noise_offset or None,
         "min_snr_gamma": c.min_snr_gamma or None, "optimizer": optimizer_description,
         "max_grad_norm": c.max_grad_norm, "prior_loss_weight": c.prior_loss_weight,
@@ -79,6 +80,7 @@ def training_metadata(config, *, arch: str, optimizer_description: str, precisio
         "bucket_no_upscale": c.bucket_no_upscale, "flip_aug": c.flip_aug, "random_crop": c.random_crop,
         "shuffle_caption": c.shuffle_caption, "keep_tokens": c.keep_tokens, "color_aug": False,
         "training_comment": c.training_comment or None,
+        "zero_terminal_snr": c.zero_terminal_snr, "debiased_estimation": c.debiased_estimation_loss,
     }
     if c.min_timestep or c.max_timestep != 1000:
         values["min_timestep"], values["max_timestep"] = c.min_timestep, c.max_timestep
@@ -86,12 +88,17 @@ def training_metadata(config, *, arch: str, optimizer_description: str, precisio
 
 
 def save_network(path: Path, network, *, arch: str, config, training: dict, report, resolution: int, run: RunInfo,
-                 step: int, epoch: int, overwrite: bool) -> Path:
+                 step: int, epoch: int, overwrite: bool, prediction_type: Optional[str] = None,
+                 model_identity: Optional[dict] = None) -> Path:
     """Write the LoRA (kohya keys, save_precision) with metadata via lora_file.save_lora (atomic, hashed).
-    `ss_output_name` is the file's stem, so A1111 shows epoch files under their own names."""
+    `ss_output_name` is the file's stem, so A1111 shows epoch files under their own names. `model_identity`
+    (Host.checkpoint_identity) gives ss_sd_model_name / ss_sd_model_hash / ss_new_sd_model_hash, as kohya writes
+    them: the checkpoint's file name without its folder, the webui's old 8-digit hash, the full sha256."""
     from ..lora_file import build_metadata, save_lora
 
     c = config
+    identity = model_identity or {}
+    timesteps = (c.min_timestep, c.max_timestep) if c.min_timestep or c.max_timestep != 1000 else None
     metadata = build_metadata(
         arch, output_name=path.stem, rank=c.network_dim, alpha=c.network_alpha, conv_rank=c.conv_dim,
         conv_alpha=c.conv_alpha, dropout=c.network_dropout, training=training,
@@ -100,9 +107,19 @@ def save_network(path: Path, network, *, arch: str, config, training: dict, repo
         reg_dataset_dirs=(report.dataset_dirs(is_reg=True) or None) if report is not None else None,
         bucket_info=report.bucket_info() if report is not None else None, resolution=resolution,
         session_id=run.session_id, training_started_at=run.started_at, steps=step, epoch=epoch,
-        clip_skip=c.clip_skip if arch == "sd1" and c.clip_skip > 1 else None)
+        clip_skip=c.clip_skip if arch == "sd1" else None,  # SD2/SDXL: the webui and kohya do not apply it
+        prediction_type=prediction_type, timestep_range=timesteps,
+        sd_model_name=_basename(identity.get("name")), sd_model_hash=identity.get("hash") or None,
+        new_sd_model_hash=identity.get("sha256") or None)
     return save_lora(path, network.kohya_state_dict(), metadata, SAVE_DTYPES[c.save_precision], overwrite=overwrite)
 
 
 def existing(paths: List[Path]) -> Optional[Path]:
     return next((p for p in paths if p.exists()), None)
+
+
+def _basename(name: Optional[str]) -> Optional[str]:
+    """Only the file name: a folder would identify the user's disk (kohya: os.path.basename)."""
+    if not name:
+        return None
+    return name.replace("\\", "/").rsplit("/", 1)[-1]

@@ -10,11 +10,13 @@ from typing import Callable, List, Optional
 import torch
 
 from ..arch.adapters import ModelAdapter
+from ..prompts import EmphasisError, PromptOptions
 from .attention import FusedAttention
 from .batches import TextEncoderCache
 from .caption_length import long_caption_warning
 from .checkpointing import GradientCheckpointing
 from .errors import Cancelled, TrainError
+from .loss_weights import training_alphas_cumprod
 from .optimizers import build_optimizer
 from .precision import resolve_precision
 from .saving import RunInfo, existing, planned_files
@@ -57,6 +59,9 @@ class Session:
         self.optimizer = None
         self.latent_cache = None
         self.text_cache: Optional[TextEncoderCache] = None
+        self.prompts = PromptOptions.from_config(config)  # captions chunked / weighted as the webui's prompts
+        if config.clip_skip == 0:  # "follow the webui" without one (CLI): the webui's default, 1
+            config.clip_skip = 1
         self.checkpointing: Optional[GradientCheckpointing] = None
         self.attention: Optional[FusedAttention] = None
         self.start_step = 0
@@ -84,7 +89,7 @@ class Session:
             self._resume(Path(c.resume_state).expanduser())
         self._check_outputs()
         if not c.train_text_encoder:
-            self.text_cache = TextEncoderCache(adapter, c.clip_skip)
+            self.text_cache = TextEncoderCache(adapter, c.clip_skip, prompts=self.prompts)
             if c.cache_text_encoder_outputs:
                 self._precompute_text()
         adapter.begin_training()
@@ -96,7 +101,7 @@ class Session:
             self.attention.enable()
         if self.attention.count:
             self.log(f"fused attention (torch SDPA) for {self.attention.count} stock ldm attention layers")
-        self.alphas_cumprod = adapter.alphas_cumprod(self.device)
+        self.alphas_cumprod = training_alphas_cumprod(adapter, c, self.device, self.log)  # zero_terminal_snr
         return self
 
     def _scan_dataset(self):
@@ -115,8 +120,11 @@ class Session:
         self.items = list(dataset.items)
         for line in dataset.report.warnings:
             self.log(f"dataset: {line}")
-        warning = long_caption_warning(self.adapter, {item.path: item for item in self.items}.values(),
-                                       c.trigger_word)
+        try:
+            warning = long_caption_warning(self.adapter, {item.path: item for item in self.items}.values(),
+                                           c.trigger_word, self.prompts)
+        except EmphasisError as exc:
+            raise TrainError(f"weighted_captions: {exc}") from exc
         if warning:
             self.log(f"dataset: {warning}")
 
@@ -205,8 +213,14 @@ class Session:
         self.scaler = self.precision.grad_scaler()
 
     def _resume(self, folder: Path):
+        from ..lora_file import LoRAFormatError
+
         meta, tensors = load_state(folder)
-        self.network.load_kohya_state_dict(tensors, strict=True)
+        try:
+            self.network.load_kohya_state_dict(tensors, strict=True)
+        except LoRAFormatError as exc:
+            sdxl = " (SDXL trains the UNet only unless 'SDXL: UNet only' is off)" if self.adapter.arch == "sdxl" else ""
+            raise TrainError(f"resume_state: {folder.name} holds another network than this run{sdxl}: {exc}") from exc
         try:
             self.optimizer.load_state_dict(meta["optimizer"])
             self.scheduler.load_state_dict(meta["scheduler"])
@@ -245,7 +259,8 @@ class Session:
         if c.shuffle_caption or c.caption_dropout_rate or c.caption_tag_dropout_rate:
             raise TrainError("cache_text_encoder_outputs: captions change every step (shuffle_caption or caption "
                              "dropout is on), so text-encoder outputs cannot be cached; turn one of them off")
-        captions = sorted({process_caption(item.caption, self.options, random.Random(0), 1) for item in self.items})
+        captions = sorted({process_caption(item.caption, self.options, random.Random(0), 1, is_reg=item.is_reg)
+                           for item in self.items})
         if c.caption_dropout_every_n_epochs:
             captions.append("")
         self.emit("caching", message=f"Caching text-encoder outputs for {len(captions)} captions")

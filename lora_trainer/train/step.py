@@ -28,4 +28,7 @@ def diffusion_loss(adapter, batch, text, *, config, alphas_cumprod, generator: t
     return losses.batch_loss(pred, target, timesteps, alphas_cumprod, prediction_type=adapter.prediction_type,
                              loss_weights=batch.loss_weights, loss_type=config.loss_type,
                              huber_c_value=config.huber_c, huber_schedule=getattr(config, "huber_schedule", "snr"),
-                             min_snr_gamma=config.min_snr_gamma)
+                             min_snr_gamma=config.min_snr_gamma,
+                             scale_v_pred_loss_like_noise_pred=config.scale_v_pred_loss_like_noise_pred,
+                             v_pred_like_loss=config.v_pred_like_loss,
+                             debiased_estimation_loss=config.debiased_estimation_loss)

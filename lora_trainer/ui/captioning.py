@@ -62,8 +62,9 @@ def merge_caption(existing: str, new_parts: Sequence[str], trigger_word: str, mo
 def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode: str = "skip",
                    trigger_word: str = "", extension: str = ".txt",
                    on_progress: Optional[Callable[[int, int, str], None]] = None,
-                   should_stop: Optional[Callable[[], bool]] = None) -> CaptionSummary:
-    """Caption every image under `folder` (sub-folders included) into `<image stem><extension>` files."""
+                   should_stop: Optional[Callable[[], bool]] = None, reg_dir: str = "") -> CaptionSummary:
+    """Caption every image under `folder` (sub-folders included) into `<image stem><extension>` files. Images
+    under `reg_dir` (regularisation images) are captioned without the trigger word: they keep the class prior."""
     if mode not in MODES:
         raise ValueError(f"caption mode must be one of {', '.join(MODES)}, got {mode!r}")
     root = Path(folder).expanduser()
@@ -74,6 +75,7 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
     extension = extension if extension.startswith(".") else "." + extension
     from PIL import Image
 
+    reg_root = Path(reg_dir).expanduser().resolve() if reg_dir.strip() else None
     summary = CaptionSummary()
     images = find_images(root)
     for index, image_path in enumerate(images):
@@ -94,7 +96,8 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
         except Exception as exc:  # a broken image or a model error: report it, caption the rest
             summary.failed.append((str(image_path), f"{type(exc).__name__}: {exc}"))
             continue
-        caption_path.write_text(merge_caption(existing, new_parts, trigger_word, mode) + "\n", encoding="utf-8")
+        trigger = "" if _is_under(image_path, reg_root) else trigger_word
+        caption_path.write_text(merge_caption(existing, new_parts, trigger, mode) + "\n", encoding="utf-8")
         if mode == "append" and existing.strip():
             summary.appended += 1
         else:
@@ -102,3 +105,13 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
     if on_progress:
         on_progress(len(images), len(images), "")
     return summary
+
+
+def _is_under(path: Path, root: Optional[Path]) -> bool:
+    if root is None:
+        return False
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False

@@ -21,6 +21,7 @@ from lora_trainer.config import (
     ConfigError,
     TrainConfig,
 )
+from lora_trainer.prompts import MAX_TOKEN_LENGTHS
 
 SECTIONS = ("dataset", "network", "training", "previews", "output")
 SCHEDULE_CHOICES = ("Epochs", "Steps")
@@ -45,7 +46,8 @@ FIELDS: List[Field] = [
           "kohya layout: FOLDER/10_name/*.png + .txt (10 = repeats per epoch). A flat folder of images works too."),
     Field("reg_dir", "Regularisation images folder", "text", "dataset", "Optional; same layout (1_person/...)."),
     Field("trigger_word", "Trigger word", "text", "dataset",
-          "Put in front of every caption that lacks it; also added by 'Send to txt2img'."),
+          "Put in front of every training caption that lacks it (never on regularisation images); also added by "
+          "'Send to txt2img'."),
     Field("caption_extension", "Caption file extension", "text", "dataset"),
     Field("shuffle_caption", "Shuffle caption tags", "bool", "dataset", advanced=True),
     Field("keep_tokens", "Keep first N tags in place", "int", "dataset", "Tags never shuffled or dropped.",
@@ -72,6 +74,8 @@ FIELDS: List[Field] = [
           "Optional path to a .safetensors LoRA to continue training."),
     Field("train_unet", "Train the UNet", "bool", "network", advanced=True),
     Field("train_text_encoder", "Train the text encoder", "bool", "network", advanced=True),
+    Field("sdxl_unet_only", "SDXL: UNet only", "bool", "network", "On SDXL the text encoders are not trained even "
+          "when 'Train the text encoder' is ticked (kohya's SDXL advice). Untick to train them.", advanced=True),
     # 3) training
     Field("schedule_by", "Train for", "radio", "training", choices=SCHEDULE_CHOICES),
     Field("max_train_epochs", "Epochs", "int", "training"),
@@ -97,6 +101,14 @@ FIELDS: List[Field] = [
     Field("bucket_reso_steps", "Bucket step", "int", "training", advanced=True),
     Field("bucket_no_upscale", "Never upscale into a bucket", "bool", "training", advanced=True),
     Field("min_snr_gamma", "Min-SNR gamma", "float", "training", "0 = off; 5 is the paper's value."),
+    Field("zero_terminal_snr", "Zero terminal SNR", "bool", "training", "Rescale the noise schedule so the last "
+          "step is pure noise; for v-prediction models.", advanced=True),
+    Field("scale_v_pred_loss_like_noise_pred", "Scale v-pred loss like noise pred", "bool", "training",
+          "v-prediction: weight the loss by SNR/(SNR+1) (kohya).", advanced=True),
+    Field("v_pred_like_loss", "v-pred-like loss", "float", "training", "0 = off; adds loss·w/scale (kohya).",
+          advanced=True),
+    Field("debiased_estimation_loss", "Debiased estimation loss", "bool", "training",
+          "Weight the loss by 1/√SNR (ε) or 1/(SNR+1) (v).", advanced=True),
     Field("noise_offset", "Noise offset", "float", "training", "0 = off; ~0.05 helps very dark/bright images."),
     Field("mixed_precision", "Precision", "choice", "training",
           "auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.", choices=PRECISIONS),
@@ -106,7 +118,14 @@ FIELDS: List[Field] = [
     Field("cache_text_encoder_outputs", "Cache text encoder outputs", "bool", "training",
           "Only when the text encoder is not trained.", advanced=True),
     Field("seed", "Seed", "int", "training"),
-    Field("clip_skip", "Clip skip", "int", "training", advanced=True),
+    # a new label: ui-config.json keeps the old "Clip skip" value (1) and would pin every run to it
+    Field("clip_skip", "Clip skip (0 = webui setting)", "int", "training", "0 follows the webui's Clip skip (SD1; "
+          "shown beside the model); 1-12 overrides.", advanced=True),
+    # issue 11: captions encoded as the webui encodes prompts
+    Field("max_token_length", "Max caption tokens", "choice", "training", "Captions are encoded in 75-token "
+          "chunks like webui prompts; longer text is cut.", choices=MAX_TOKEN_LENGTHS, advanced=True),
+    Field("weighted_captions", "Weighted captions", "bool", "training", "Read (tag:1.2), (tag), [tag] and \\( "
+          "escapes as the webui reads prompts. Off: brackets are text.", advanced=True),
     Field("max_grad_norm", "Max gradient norm", "float", "training", "0 = no clipping.", advanced=True),
     Field("loss_type", "Loss", "choice", "training", choices=LOSS_TYPES, advanced=True),
     Field("huber_c", "Huber c", "float", "training", advanced=True),

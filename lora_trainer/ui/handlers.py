@@ -100,7 +100,7 @@ class Handlers:
         return summary_markdown(report), gr.update(value=rows or None, visible=bool(rows))
 
     @guarded(1)
-    def caption(self, folder, trigger_word, extension, use_blip, use_deepbooru, mode):
+    def caption(self, folder, trigger_word, extension, use_blip, use_deepbooru, mode, reg_dir=""):
         from lora_trainer.ui.captioning import caption_folder
 
         _check_folder((folder or "").strip(), "train_dir", "Training images folder")
@@ -110,7 +110,8 @@ class Handlers:
             with self.host.captioners(bool(use_blip), bool(use_deepbooru)) as captioners:
                 try:
                     summary = caption_folder(folder.strip(), captioners, mode=mode, trigger_word=trigger_word or "",
-                                             extension=extension or ".txt", should_stop=self.host.interrupted)
+                                             extension=extension or ".txt", should_stop=self.host.interrupted,
+                                             reg_dir=(reg_dir or "").strip())
                 except ValueError as exc:  # bad mode / folder: a message, not a traceback
                     return _error(str(exc))
         return summary.to_text().replace("\n", "\n\n")
@@ -135,3 +136,16 @@ class Handlers:
             return [_error(message)] + [gr.update() for _ in form.FIELDS]
         values = form.config_to_values(config)
         return ["Loaded."] + [values[f.key] for f in form.FIELDS]
+
+    def load_kohya(self, text: str) -> List[Any]:
+        """An sd-scripts / kohya_ss config (TOML or JSON, pasted into the box) into the form; lists what it ignores."""
+        from lora_trainer.kohya_config import import_kohya, parse_text
+
+        try:
+            imported = import_kohya(parse_text(text or ""))
+        except (ValueError, ConfigError) as exc:  # JSON/TOML syntax errors are ValueErrors too
+            message = form.describe_error(exc) if isinstance(exc, ConfigError) else f"not a kohya config: {exc}"
+            return [_error(message)] + [gr.update() for _ in form.FIELDS]
+        values = form.config_to_values(imported.config)
+        report = imported.report().replace("\n", "\n\n")
+        return [f"Loaded the kohya config. {report}"] + [values[f.key] for f in form.FIELDS]

@@ -27,9 +27,18 @@ class Host:
         return ("No checkpoint is loaded in the webui. Pick one in the checkpoint dropdown at the top and wait until "
                 "it has loaded.")
 
+    def checkpoint_identity(self) -> Dict[str, str]:
+        """The loaded checkpoint for the LoRA's metadata: {"name": file name, "hash": the webui's old 8-digit
+        hash, "sha256": full sha256 when already known}; any key may be missing. Must not read the checkpoint."""
+        return {}
+
     def unsupported_reason(self) -> str:
         """Why the webui's current setup cannot train (e.g. --lowvram), or ""."""
         return ""
+
+    def clip_skip(self) -> int:
+        """The webui's *Clip skip* (`CLIP_stop_at_last_layers`) that txt2img uses for SD1 prompts; 1 without one."""
+        return 1
 
     # ---- GPU ownership and progress --------------------------------------------------------------------------
     def gpu_lock(self) -> ContextManager:

@@ -125,6 +125,14 @@ def progress_text(job: TrainingJob) -> str:
     return " ".join(parts).replace("\n", " ")
 
 
+def _checkpoint_identity(host: Host, job) -> dict:
+    try:
+        return dict(host.checkpoint_identity())
+    except Exception as exc:  # metadata is never worth a failed run
+        job.add_log(f"could not read the checkpoint's name/hash for the metadata: {exc}")
+        return {}
+
+
 def _default_train():
     from lora_trainer.train import train  # the engine; imported late so the UI loads even without it
 
@@ -218,6 +226,11 @@ class JobRunner:
             from lora_trainer.arch.detect import detect_arch
 
             job.arch = detect_arch(model)  # again: the checkpoint may have changed while we waited
+            from lora_trainer.ui.clip_skip import resolve_clip_skip
+
+            clip_skip = resolve_clip_skip(host, job.config, job.arch)  # 0 = the webui's setting, now
+            if job.arch == "sd1":
+                job.add_log(f"clip skip {clip_skip}")
             host.release_webui_loras(model)
             result, previews = self._train(job, model)
             final_file = str(getattr(result, "final_file", "") or "")
@@ -254,7 +267,8 @@ class JobRunner:
                              progress_text(job))
 
         cancel = CancelToken(extra_check=lambda: job.cancel_requested or self.host.interrupted())
-        hooks = TrainHooks(on_sample=previews, on_saved=job.on_saved, on_log=job.add_log)
+        hooks = TrainHooks(on_sample=previews, on_saved=job.on_saved, on_log=job.add_log,
+                           model_identity=_checkpoint_identity(self.host, job))
         return train_fn(model, job.config, progress=progress, cancel=cancel, hooks=hooks), previews
 
     def _write_card_preview(self, job: TrainingJob, previews, final_file: str) -> None:

@@ -32,8 +32,27 @@ def model_markdown(host) -> str:
         title, arch = check_model(host)
     except JobRefused as exc:
         return f"**Model:** {html.escape(exc.message)}"
-    return f"**Model:** {html.escape(title or 'loaded checkpoint')} — detected **{arch.upper()}**. " \
+    from lora_trainer.ui.clip_skip import clip_skip_markdown
+
+    text = f"**Model:** {html.escape(title or 'loaded checkpoint')} — detected **{arch.upper()}**. " \
            f"Training uses this checkpoint; load another one at the top to train on it."
+    note = _arch_note(host, arch)
+    if note:
+        text = f"{text} {html.escape(note)}."
+    return f"{text} {clip_skip_markdown(host, arch)}"
+
+
+def _arch_note(host, arch: str) -> str:
+    """What kohya's per-architecture defaults will do with this model (SDXL: UNet only; v-prediction)."""
+    from lora_trainer.kohya_semantics import arch_note
+
+    try:
+        from lora_trainer.arch.adapters import get_adapter
+
+        prediction = get_adapter(host.model(), arch).prediction_type
+    except Exception:  # the model line must render whatever is loaded
+        prediction = "epsilon"
+    return arch_note(arch, prediction)
 
 
 def status_markdown(status: Dict[str, Any]) -> str:

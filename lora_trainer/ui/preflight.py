@@ -82,4 +82,7 @@ def preflight(host: Host, config: TrainConfig) -> Checked:
         raise JobRefused(f"LoRA name: {target} already exists. Choose another name or tick "
                          "'Overwrite an existing file'.", "output_name")
     title, arch = check_model(host)
+    from lora_trainer.kohya_semantics import for_arch
+
+    for_arch(config, arch)  # kohya's per-architecture rules (bucket step, ...): ConfigError naming the field
     return Checked(model_title=title, arch=arch, output_file=str(target))

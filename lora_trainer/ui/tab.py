@@ -111,6 +111,7 @@ def build_tab(runner) -> gr.Blocks:
                     with gr.Row():
                         show_json = gr.Button("Show these settings as JSON")
                         load_json = gr.Button("Load JSON into the form")
+                        load_kohya = gr.Button("Load kohya config", elem_id="train_lora_load_kohya")
                     config_json = gr.Code(language="json", interactive=True, elem_id="train_lora_config_json")
                     json_message = gr.Markdown()
 
@@ -143,7 +144,8 @@ def build_tab(runner) -> gr.Blocks:
                            outputs=[dataset_summary, dataset_table])
         caption_button.click(handlers.caption, inputs=[components["train_dir"], components["trigger_word"],
                                                        components["caption_extension"], use_blip, use_booru,
-                                                       caption_mode], outputs=[caption_result])
+                                                       caption_mode, components["reg_dir"]],
+                             outputs=[caption_result])
         model_refresh.click(handlers.model_info, outputs=[model_info])
         js_event(start.click(handlers.start, inputs=field_inputs, outputs=[status, task_id, model_info]).then,
                  "train_lora_attach_progress", inputs=[task_id])
@@ -154,4 +156,5 @@ def build_tab(runner) -> gr.Blocks:
         js_event(send.click, "train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])
+        load_kohya.click(handlers.load_kohya, inputs=[config_json], outputs=[json_message, *field_inputs])
     return blocks

@@ -27,6 +27,24 @@ class WebuiHost(Host):
         info = getattr(self.model(), "sd_checkpoint_info", None)
         return getattr(info, "title", "") or ""
 
+    def clip_skip(self) -> int:
+        from modules import shared
+
+        try:
+            return max(1, int(shared.opts.CLIP_stop_at_last_layers))
+        except (AttributeError, TypeError, ValueError):
+            return 1
+
+    def checkpoint_identity(self) -> Dict[str, str]:
+        """From `sd_checkpoint_info`: `hash` is computed when the webui lists checkpoints (it reads 64 KB), `sha256`
+        only exists once the webui has hashed the file (cache), and is never computed here (GBs to read)."""
+        info = getattr(self.model(), "sd_checkpoint_info", None)
+        if info is None:
+            return {}
+        identity = {"name": os.path.basename(getattr(info, "filename", "") or getattr(info, "name", "") or ""),
+                    "hash": getattr(info, "hash", None) or "", "sha256": getattr(info, "sha256", None) or ""}
+        return {key: str(value) for key, value in identity.items() if value}
+
     def unsupported_reason(self) -> str:
         from modules import devices, sd_unet, shared
 

@@ -50,7 +50,13 @@ class ModelAdapter:
 
     @property
     def prediction_type(self) -> str:
-        """"epsilon" or "v" (webui: model.parameterization)."""
+        """"epsilon" or "v", from the loaded model. sgm (SDXL) knows it from its denoiser's scaling class, which is
+        what the webui's `extend_sdxl` reads to set `parameterization` (a bare sgm model has no `parameterization`);
+        ldm (SD1/SD2) has `parameterization` itself."""
+        scaling = getattr(getattr(self.model, "denoiser", None), "scaling", None)
+        if scaling is not None:
+            # the webui: isinstance(model.denoiser.scaling, VScaling) (by name: sgm may not be importable here)
+            return "v" if any(c.__name__ == "VScaling" for c in type(scaling).__mro__) else "epsilon"
         return "v" if getattr(self.model, "parameterization", "eps") == "v" else "epsilon"
 
     @property
@@ -118,7 +124,10 @@ class ModelAdapter:
         return out.float() * self.scale_factor
 
     # ---- text -------------------------------------------------------------------------------------------------
-    def encode_text(self, captions: List[str], clip_skip: int = 1) -> TextConditioning:
+    def encode_text(self, captions: List[str], clip_skip: int = 1, prompts=None, embeddings=None) -> TextConditioning:
+        """[B, 77 × chunks, D] context as the webui encodes each caption as a prompt. `prompts`: a
+        lora_trainer.prompts.PromptOptions (chunk limit, emphasis); `embeddings`: the textual-inversion lookup
+        described in lora_trainer/prompts/__init__.py."""
         raise NotImplementedError
 
     # ---- denoiser ---------------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 The engine's own `get_learned_conditioning` / `encode_first_stage` run under `torch.inference_mode()` (their
 tensors cannot take part in autograd), so like the ldm adapters this one calls the modules themselves, doing what
 Forge's code around them does:
-- text (backend/text_processing/classic_engine.py `encode_with_transformers`): hidden_states[-max(clip_skip,
-  minimal_clip_skip)], then `final_layer_norm` for SD1/SD2; SDXL takes both towers' penultimate layer raw and the
-  bigG `pooler_output @ text_projection`. Tokens as the classic engine makes them for one chunk: BOS, text, EOS,
-  then EOS (CLIP-L) or the tokenizer's pad id (bigG: 0) — what `hf_clip_tokens` pads with.
+- text (backend/text_processing/classic_engine.py): the same prompt rules as A1111's (lora_trainer/prompts: 75-token
+  chunks, comma back-tracking, "Original" emphasis, textual-inversion fixes), with the classic engine's padding
+  (after the first EOS: the tokenizer's pad id, so EOS for CLIP-L and 0 for bigG's "!"); per chunk
+  hidden_states[-max(clip_skip, minimal_clip_skip)], then `final_layer_norm` for SD1/SD2; SDXL both towers'
+  penultimate layer raw, and the bigG `pooler_output @ text_projection` of the first chunk.
 - SDXL's `vector`: pooled + Forge's `Timestep(256)` of h, w, crop top, crop left, target h, target w (sdxl.py).
 - latents: `first_stage_model.encode` (a posterior sample) then `process_in` ((z - shift) * scale).
 - denoiser: `diffusion_model(x, t, context=, y=, transformer_options={})` in the UNet's computation dtype, as
@@ -15,15 +16,17 @@ Forge's code around them does:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List, Optional
 
 import torch
 
+from ...prompts import PromptOptions, fixes_applied
 from ..forge import ForgeModules
 from .base import ModelAdapter, SizeConditioning
 from .forge_autograd import InplaceSafeNorms
-from .text import TextConditioning, hf_clip_tokens
+from .text import ChunkRows, TextConditioning, chunk_captions, hf_clip_rules, pad_chunks
 
 MINIMAL_CLIP_SKIP = {"sd1": 1, "sd2": 1, "sd2v": 1, "sdxl": 2}  # the engines' ClassicTextProcessingEngine args
 
@@ -97,25 +100,42 @@ class ForgeAdapter(ModelAdapter):
         return process_in(latents.float()) if process_in is not None else latents.float() * self.scale_factor
 
     # ---- text -------------------------------------------------------------------------------------------------
-    def _hidden(self, part, captions: List[str], skip: int, final_norm: bool, pooled: bool = False):
+    @staticmethod
+    def _rules(part):
+        tokenizer = part.embedder.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return dataclasses.replace(hf_clip_rules(tokenizer), id_pad=pad)  # classic_engine: self.id_pad
+
+    def _encode_tower(self, part, batch, rules, options, skip: int, final_norm: bool, pooled: bool = False):
         transformer = part.root
-        ids = hf_clip_tokens(part.embedder.tokenizer, captions, _param_device(transformer))
-        out = transformer(input_ids=ids, output_hidden_states=True)
+        rows = ChunkRows(batch, rules, _param_device(transformer))
+        with fixes_applied(transformer.text_model.embeddings.token_embedding, rows.fixes, part.embedder.key):
+            out = transformer(input_ids=rows.ids, output_hidden_states=True)
         hidden = out.hidden_states[-skip]
         if final_norm:
             hidden = transformer.text_model.final_layer_norm(hidden)
+        hidden = rows.finish(hidden, options.weighted)
         if not pooled:
             return hidden
-        return hidden, transformer.text_projection(out.pooler_output.to(hidden.dtype))
+        first_chunk = out.pooler_output[:rows.batch_size]  # rows are chunk-major
+        return hidden, transformer.text_projection(first_chunk.to(hidden.dtype))
 
-    def encode_text(self, captions: List[str], clip_skip: int = 1) -> TextConditioning:
+    def encode_text(self, captions: List[str], clip_skip: int = 1, prompts: Optional[PromptOptions] = None,
+                    embeddings=None) -> TextConditioning:
+        options = prompts or PromptOptions()
         skip = max(int(clip_skip or 1), MINIMAL_CLIP_SKIP[self.arch])
+        rules = [self._rules(part) for part in self.text_encoders]
+        batches = [chunk_captions(captions, r, options, embeddings) for r in rules]
+        counts = [max(len(b[i]) for b in batches) for i in range(len(captions))]
+        batches = [pad_chunks(b, r, max(counts)) for b, r in zip(batches, rules)]
         if self.arch != "sdxl":
-            return TextConditioning(self._hidden(self.text_encoders[0], captions, skip, final_norm=True))
-        hidden1 = self._hidden(self.text_encoders[0], captions, skip, final_norm=False)
-        hidden2, pooled = self._hidden(self.text_encoders[1], captions, skip, final_norm=False, pooled=True)
-        hidden2, pooled = hidden2.to(hidden1.device), pooled.to(hidden1.device)
-        return TextConditioning(torch.cat([hidden1, hidden2.to(hidden1.dtype)], dim=-1), pooled)
+            context = self._encode_tower(self.text_encoders[0], batches[0], rules[0], options, skip, final_norm=True)
+            return TextConditioning(context, None, counts)
+        te1, te2 = self.text_encoders
+        hidden1 = self._encode_tower(te1, batches[0], rules[0], options, skip, final_norm=False)
+        hidden2, pooled = self._encode_tower(te2, batches[1], rules[1], options, skip, final_norm=False, pooled=True)
+        hidden2, pooled = hidden2.to(hidden1.device, hidden1.dtype), pooled.to(hidden1.device)
+        return TextConditioning(torch.cat([hidden1, hidden2], dim=-1), pooled, counts)
 
     # ---- denoiser ---------------------------------------------------------------------------------------------
     def size_vector(self, sizes: SizeConditioning, device) -> torch.Tensor:

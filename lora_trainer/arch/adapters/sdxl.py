@@ -8,9 +8,18 @@ from typing import List, Optional
 
 import torch
 
+from ...prompts import PromptOptions
 from ..detect import UnsupportedModel, _unwrap
 from .base import ModelAdapter, SizeConditioning
-from .text import TextConditioning, encode_hf_clip, encode_open_clip
+from .text import (
+    TextConditioning,
+    chunk_captions,
+    encode_hf_clip,
+    encode_open_clip,
+    hf_clip_rules,
+    open_clip_rules,
+    pad_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +41,28 @@ class SDXLAdapter(ModelAdapter):
         # embedders without input_key: assume sgm's base order (original, crop, target)
         self.size_keys = keys if None not in keys else SIZE_KEYS[:len(keys)]
 
-    def encode_text(self, captions: List[str], clip_skip: int = 1) -> TextConditioning:
+    def encode_text(self, captions: List[str], clip_skip: int = 1, prompts: Optional[PromptOptions] = None,
+                    embeddings=None) -> TextConditioning:
+        """crossattn = both encoders' chunks side by side per token; pooled from TE2's first chunk. Clip skip does
+        not apply (the webui's default: its "Clip skip SDXL" option is off)."""
         te1, te2 = self.text_encoders[0].embedder, self.text_encoders[1].embedder
         self.wake(self.model.conditioner)  # --medvram hooks the whole conditioner
+        options = prompts or PromptOptions()
+        rules1, rules2 = hf_clip_rules(te1.tokenizer), open_clip_rules()
+        batch1 = chunk_captions(captions, rules1, options, embeddings)
+        batch2 = chunk_captions(captions, rules2, options, embeddings)
+        # the two tokenizers chunk a text alike; should a rare text split differently, pad with empty chunks
+        # (the webui would fail to concatenate the two)
+        counts = [max(len(a), len(b)) for a, b in zip(batch1, batch2)]
+        batch1, batch2 = pad_chunks(batch1, rules1, max(counts)), pad_chunks(batch2, rules2, max(counts))
         hidden1 = encode_hf_clip(te1, captions, layer=getattr(te1, "layer", "hidden"),
-                                 layer_idx=getattr(te1, "layer_idx", 11))
+                                 layer_idx=getattr(te1, "layer_idx", 11), options=options, key="clip_l",
+                                 batch=batch1)
         skip = 1 if getattr(te2, "layer", "penultimate") == "penultimate" else 0
-        hidden2, pooled = encode_open_clip(te2, captions, skip_last_blocks=skip, final_norm=False, pooled=True)
-        hidden2 = hidden2.to(hidden1.device)
-        return TextConditioning(torch.cat([hidden1, hidden2.to(hidden1.dtype)], dim=-1), pooled.to(hidden1.device))
+        hidden2, pooled = encode_open_clip(te2, captions, skip_last_blocks=skip, final_norm=False, pooled=True,
+                                           options=options, key="clip_g", batch=batch2)
+        hidden2 = hidden2.to(hidden1.device, hidden1.dtype)
+        return TextConditioning(torch.cat([hidden1, hidden2], dim=-1), pooled.to(hidden1.device), counts)
 
     def size_vector(self, sizes: SizeConditioning, device) -> torch.Tensor:
         """[B, 3*512] sinusoidal embeddings, in the conditioner's order (sgm ConcatTimestepEmbedderND)."""
@@ -60,3 +82,4 @@ class SDXLAdapter(ModelAdapter):
         if wrapper is not None:  # sgm OpenAIWrapper: crossattn -> context, vector -> y
             return wrapper(noisy, timesteps, {"crossattn": text.context, "vector": vector})
         return self.unet(noisy, timesteps=timesteps, context=text.context, y=vector)
+
