@@ -100,6 +100,8 @@ def test_steps_precedence_and_defaults_as_kohya():
     with pytest.raises(ValueError, match="square"):
         import_kohya({"resolution": "768,512"})
     assert import_kohya({"network_module": "lycoris.kohya"}).ignored[0][0] == "network_module"
+    prompts = import_kohya({"max_token_length": 150, "weighted_captions": True})
+    assert (prompts.config.max_token_length, prompts.config.weighted_captions, prompts.ignored) == (150, True, [])
 
 
 def test_cli_trains_from_a_kohya_config(tmp_path, capsys):

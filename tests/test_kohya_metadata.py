@@ -127,3 +127,12 @@ def test_modelspec_matches_sd_scripts(arch, flags, prediction, tmp_path):
     assert ours.pop("modelspec.implementation_version").startswith("sd-webui-train-lora/")
     assert theirs.pop("modelspec.implementation_version").startswith("sd-scripts/")
     assert ours == theirs
+
+
+def test_clip_skip_zero_outside_the_webui_is_written_as_the_layer_used(tmp_path):
+    """clip_skip 0 means "the webui's setting"; without a webui (nothing resolved it) SD1 is encoded at 1, and the
+    file says 1, never 0 (kohya and loaders read ss_clip_skip / modelspec.encoder_layer as the layer)."""
+    config = make_config(tmp_path, "sd1", steps=1)
+    assert config.clip_skip == 0
+    meta = load_lora(train(tiny_model("sd1"), config).final_file)[1]
+    assert meta["ss_clip_skip"] == "1" and meta["modelspec.encoder_layer"] == "1"

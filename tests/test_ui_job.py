@@ -134,11 +134,28 @@ def test_a_job_waits_for_the_lock_held_by_other_webui_work(tmp_path):
         job = runner.start(make_config(tmp_path))
         time.sleep(0.2)
         assert job.state == "queued" and not fake.started.is_set()
-        assert "waiting for the GPU" in runner.busy_reason()
+        assert job.message.startswith("Waiting for txt2img/img2img")  # another webui job holds the queue
+        assert "waiting for txt2img/img2img to finish" in runner.busy_reason()
     finally:
         host.lock.release()
     wait(job)
     assert job.state == "completed"
+    assert not any("Waiting for" in line for line in job.log)
+
+
+def test_a_free_queue_never_claims_to_wait_for_another_job(tmp_path):
+    """Issue 12: the queued message said "another webui job is running" also when nothing else ran."""
+    host, fake, runner = runner_with(tmp_path)
+    fake.gate.clear()
+    seen = []
+    job = runner.start(make_config(tmp_path))
+    seen.append(job.message)
+    assert fake.started.wait(10)
+    seen.append(job.message)
+    seen.append(runner.busy_reason())
+    fake.gate.set()
+    wait(job)
+    assert not any("Waiting" in text or "waiting" in text or "another webui job" in text for text in seen), seen
 
 
 def test_cancel_while_queued_never_trains(tmp_path):

@@ -61,7 +61,7 @@ def test_the_tab_builds_with_every_field(setup):
 ])
 def test_start_with_bad_input_shows_a_message_and_no_task(setup, overrides, words):
     host, runner, handlers, tmp_path = setup
-    message, task_id, model_info = handlers.start(*args_for(**overrides))
+    message, _key, _status, task_id, model_info = handlers.start(*args_for(**overrides))
     assert words in message and "train-lora-error" in message
     assert task_id == gr.update()  # the progress bar is not attached
     assert runner.job is None
@@ -76,12 +76,12 @@ def test_start_without_a_model_and_while_running(setup):
     host._model = fake_sd1_model()
     assert "SD1" in handlers.model_info()
     runner._train_fn.gate.clear()
-    status, task_id, _ = handlers.start(*args_for(train_dir=data))
-    assert task_id.startswith("task(") and "my_lora" in status
+    notice, _key, status, task_id, _ = handlers.start(*args_for(train_dir=data))
+    assert task_id.startswith("task(") and "my_lora" in status and notice == ""
     assert "already running" in handlers.start(*args_for(train_dir=data, output_name="other"))[0]
-    assert "Cancelling" in handlers.cancel()
+    assert "Cancelling" in handlers.cancel()[0]
     assert runner.job.done.wait(10)
-    assert handlers.cancel() == "No training job is running."
+    assert handlers.cancel()[0] == "No training job is running."
 
 
 def test_refresh_shows_status_plot_log_and_send_snippet(setup):
@@ -89,7 +89,7 @@ def test_refresh_shows_status_plot_log_and_send_snippet(setup):
     data = str(make_dataset(tmp_path / "data"))
     handlers.start(*args_for(train_dir=data, trigger_word="zzhero", output_name="hero"))
     assert runner.job.done.wait(10)
-    status, frame, previews, log, send, task_id = handlers.refresh()
+    status, frame, previews, log, send, task_id, _notice, _key = handlers.refresh()
     assert "Finished" in status and "hero.safetensors" in status
     assert list(frame.columns) == ["step", "loss", "curve"] and len(frame) == 6
     assert "saved" in log

@@ -46,6 +46,9 @@ class FakeHost(Host):
     def interrupted(self):
         return self.interrupt
 
+    def stop_work(self):
+        self.calls.append(("stop_work",))
+
     def release_webui_loras(self, model):
         self.calls.append(("release_loras",))
 
@@ -104,3 +107,52 @@ def make_dataset(root, images=2, size=64):
         Image.new("RGB", (size, size), (i * 60 % 255, 100, 200)).save(folder / f"{i:02d}.png")
         (folder / f"{i:02d}.txt").write_text(f"thing, picture {i}\n", encoding="utf-8")
     return root
+
+
+class WebuiLikeState:
+    """The parts of the webui's `modules.shared_state.State` (1.10.1, same in Forge) that stop a job: Interrupt
+    and Reload UI both set `interrupted` — request_restart() calls interrupt() and then sets the server command —
+    and begin() clears the flags."""
+
+    def __init__(self):
+        self.interrupted = False
+        self.stopping_generation = False
+        self.server_command = None
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def stop_generating(self):
+        self.stopping_generation = True
+
+    def request_restart(self):
+        self.interrupt()
+        self.server_command = "restart"
+
+    def begin(self, job="(unknown)"):
+        self.interrupted = False
+        self.stopping_generation = False
+
+
+class WebuiLikeHost(FakeHost):
+    """FakeHost whose interrupt comes from a WebuiLikeState watched like WebuiHost watches shared.state."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        from lora_trainer.ui.lifecycle import RestartWatch
+
+        self.state = WebuiLikeState()
+        self.task = ""
+        self.watch = RestartWatch(self.state, training=lambda: bool(self.task)).install()
+
+    def begin(self, task_id, job):
+        self.state.begin(job)
+        self.task = task_id
+        super().begin(task_id, job)
+
+    def end(self, task_id):
+        self.task = ""
+        super().end(task_id)
+
+    def interrupted(self):
+        return self.watch.interrupted()

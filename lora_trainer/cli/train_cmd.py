@@ -1,5 +1,6 @@
-"""`python -m lora_trainer train --config run.toml --model sd1`: train from a config file on a tiny model (the
-engine without the webui; inside the webui the Train LoRA tab builds the same config)."""
+"""`python -m lora_trainer train --config run.toml --model sd1|--checkpoint MODEL.safetensors`: train from a config
+file on a tiny model or a checkpoint file (the engine without the webui; inside the webui the Train LoRA tab builds
+the same config)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny random-weight model of this architecture to train on (default sd1)")
     parser.add_argument("--output-dir", type=Path, help="overrides the config's output_dir")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every message")
+    from . import headless
+
+    headless.add_arguments(parser)  # --checkpoint, --vae, --dtype, --log-json; several GPUs (cli/headless.py)
 
 
 def run(args) -> int:
@@ -93,6 +97,10 @@ def run(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}")
         return 2
+    from . import headless
+
+    if headless.wanted(args):
+        return headless.run(args, config)
     single_thread()
     bar = TqdmProgress()
     model = build_tiny_model(args.model)

@@ -40,12 +40,14 @@ class TinyDiffusionEngine(nn.Module):
         )
         from .sgm_layout import OpenAIWrapper, UNetModel
 
-        te1_dir = tiny_clip_text_dir(cfg["te1_width"], cfg["te1_layers"], cfg["te1_heads"], cfg["te1_width"] * 4)
+        # te1_dir / te2_arch: given by the checkpoint loader (lora_trainer/checkpoint), which sizes them from a file
+        te1_dir = cfg.get("te1_dir") or tiny_clip_text_dir(cfg["te1_width"], cfg["te1_layers"], cfg["te1_heads"],
+                                                           cfg["te1_width"] * 4)
         te1 = FrozenCLIPEmbedder(str(te1_dir),
                                  layer="hidden", layer_idx=cfg["te1_layers"] - 1)
-        arch = register_tiny_open_clip(f"lora-trainer-sdxl-te2-{cfg['te2_width']}-{cfg['te2_layers']}",
-                                       width=cfg["te2_width"], layers=cfg["te2_layers"], heads=cfg["te2_heads"],
-                                       embed_dim=cfg["te2_width"])
+        arch = cfg.get("te2_arch") or register_tiny_open_clip(
+            f"lora-trainer-sdxl-te2-{cfg['te2_width']}-{cfg['te2_layers']}", width=cfg["te2_width"],
+            layers=cfg["te2_layers"], heads=cfg["te2_heads"], embed_dim=cfg["te2_width"])
         te2 = FrozenOpenCLIPEmbedder2(arch)
         self.conditioner = GeneralConditioner([
             (te1, "txt"), (te2, "txt"),

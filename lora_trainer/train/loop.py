@@ -18,10 +18,12 @@ from ..arch.detect import UnsupportedModel
 from ..config import ConfigError
 from ..kohya_semantics import for_arch
 from .batches import make_batch
+from .distributed import LocalProcess
 from .errors import Cancelled, TrainError
 from .memory import free_memory, is_out_of_memory, oom_advice
 from .model_guard import ModelGuard
 from .progress import CancelToken, Progress, Speedometer
+from .rescue import PreviewGuard, describe, rescue_save
 from .result import TrainHooks, TrainResult
 from .saving import epoch_file, final_file, save_network, state_dir, step_file, training_metadata
 from .session import Session
@@ -50,7 +52,10 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
     def log(text: str) -> None:
         logger.info(text)
         if hooks.on_log is not None:
-            hooks.on_log(text)
+            try:
+                hooks.on_log(text)
+            except Exception:  # noqa: BLE001 - a broken log sink must not end (or hide) the run
+                logger.exception("on_log hook failed")
 
     def emit(phase: str, **fields) -> None:
         if progress is not None:
@@ -66,22 +71,27 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
         return TrainResult("error", str(exc))
     guard = ModelGuard(adapter.root_module).snapshot()  # Forge: its engine is no nn.Module
     session = Session(model, config, adapter, device, emit, log, cancel)
+    session.previews = PreviewGuard(log)
+    session.dist = hooks.distributed or LocalProcess()  # several processes: train/distributed.py
     result = None
     try:
         session.prepare()
         result = _run(session, cancel, hooks, emit, log)
     except (TrainError, ConfigError, UnsupportedModel) as exc:
-        result = _failed(session, "error", str(exc))
+        result = _failed(session, "error", str(exc), hooks)
     except Cancelled as exc:
-        result = _failed(session, "cancelled", str(exc))
+        result = _failed(session, "cancelled", str(exc), hooks)
+    except KeyboardInterrupt:  # Ctrl+C on the command line: a cancel that keeps what was trained
+        result = _failed(session, "cancelled", "Interrupted (Ctrl+C).", hooks)
     except Exception as exc:  # noqa: BLE001 - every failure must end in a restored model and a message
         if is_out_of_memory(exc):
-            result = _failed(session, "oom", oom_advice(config, session))
+            result = _failed(session, "oom", oom_advice(config, session), hooks)
         elif type(exc).__name__ == "DatasetError":
-            result = _failed(session, "error", f"dataset: {exc}")
+            result = _failed(session, "error", f"dataset: {exc}", hooks)
         else:
             logger.exception("training failed")
-            result = _failed(session, "error", f"{type(exc).__name__}: {exc} (the console has the traceback)")
+            result = _failed(session, "error", f"{_where(session)}{describe(exc)} (the console has the traceback).",
+                             hooks)
     finally:
         session.close()
         changed = guard.restore()
@@ -98,8 +108,17 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
     return result
 
 
-def _failed(session: Session, status: str, message: str) -> TrainResult:
-    return TrainResult(status, message, files=list(session.files), final_file=None,
+def _where(session: Session) -> str:
+    step = getattr(session, "steps_done", None)
+    return f"Training failed after step {step}/{session.total_steps}: " if step else ""
+
+
+def _failed(session: Session, status: str, message: str, hooks: TrainHooks) -> TrainResult:
+    """The failure result; after the first optimizer step the LoRA trained so far is saved first."""
+    saved, note = rescue_save(session, hooks)
+    if getattr(session, "steps_done", session.start_step) > session.start_step:
+        message = f"{message.rstrip()} {note}"
+    return TrainResult(status, message, files=list(session.files), final_file=saved,
                        steps_done=getattr(session, "steps_done", session.start_step),
                        loss_history=list(getattr(session, "loss_history", [])), dataset_report=session.report,
                        state_dirs=list(session.state_dirs))
@@ -154,7 +173,8 @@ def _train_epochs(s: Session, cancel: CancelToken, hooks: TrainHooks, emit, log)
         if c.sample_every_n_epochs and epoch % c.sample_every_n_epochs == 0:
             _sample(s, step, epoch, hooks)
     final = _save(s, final_file(s.output_dir, c.output_name), step, s.epochs, hooks, emit)
-    return TrainResult("completed", f"Done: {step} steps. Saved {final}.", files=list(s.files), final_file=final,
+    message = f"Done: {step} steps. Saved {final}.{s.previews.summary()}"
+    return TrainResult("completed", message, files=list(s.files), final_file=final,
                        steps_done=step, loss_history=list(s.loss_history), dataset_report=s.report,
                        state_dirs=list(s.state_dirs))
 
@@ -163,7 +183,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
     """Forward/backward over the group's micro-batches, then one optimizer step. Returns the mean loss."""
     c = s.config
     values = []
-    for micro, items in enumerate(group):
+    for micro, items in s.dist.share(group):  # one process: every micro-batch; rank r of N: r, r+N, ...
         seed = step_seed(c.seed, step, micro)
         rng = random.Random(seed)
         torch.manual_seed(seed)  # LoRA dropout, VAE posterior sample when latents are not cached
@@ -185,6 +205,7 @@ def _train_step(s: Session, group: list, step: int, epoch_index: int) -> float:
         scaled = loss / c.gradient_accumulation_steps  # accelerate divides by the configured count, always
         (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
         values.append(value)
+    values = s.dist.sync(s.trainable, values)  # all-reduce the LoRA gradients (and losses) across processes
     if s.scaler is not None:
         s.scaler.unscale_(s.optimizer)
     if c.max_grad_norm:
@@ -213,6 +234,8 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
         raise NonFinite(step - 1, "the LoRA weights became NaN/inf")  # never write a broken file
     emit("saving", step=step, total_steps=s.total_steps, epoch=epoch, total_epochs=s.epochs,
          message=f"Saving {path.name}")
+    if not s.dist.is_main:
+        return path  # rank 0 writes: every rank holds the same weights
     training = training_metadata(
         c, arch=s.adapter.arch, optimizer_description=s.optimizer_description, precision=s.precision.name,
         report=s.report, batches_per_epoch=s.batches_per_epoch, total_steps=s.total_steps, epochs=s.epochs,
@@ -222,6 +245,7 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
                            overwrite=True,  # clashes were refused before training
                            prediction_type=s.adapter.prediction_type, model_identity=hooks.model_identity)
     s.files.append(written)
+    s.saved_step = step
     if c.save_state:
         folder = save_state(state_dir(written), network_tensors=s.network.kohya_state_dict(),
                             optimizer=s.optimizer, scheduler=s.scheduler, scaler=s.scaler, step=step, epoch=epoch,
@@ -233,14 +257,15 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
 
 
 def _sample(s: Session, step: int, epoch: int, hooks: TrainHooks) -> None:
-    """Previews by the caller, with the LoRA attached, the LoRA in eval mode and checkpointing off."""
+    """Previews by the caller, with the LoRA attached, the LoRA in eval mode and checkpointing off. A failing
+    preview is a warning (PreviewGuard), never the end of the run."""
     if hooks.on_sample is None:
         return
     s.checkpointing.remove()
     s.network.eval()
     try:
         with torch.no_grad():
-            hooks.on_sample(step, epoch, s.network, s.adapter)
+            s.previews.run(lambda: hooks.on_sample(step, epoch, s.network, s.adapter), step)
     finally:
         s.network.train()
         if s.config.gradient_checkpointing:

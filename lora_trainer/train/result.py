@@ -31,9 +31,12 @@ class TrainHooks:
     attached to the model and gradient checkpointing off, so the caller can render previews with the model.
     on_saved(path): after each LoRA file is written. on_log(text): human-readable log lines.
     model_identity: what the host knows of the loaded checkpoint for the file's metadata (Host.checkpoint_identity:
-    file name, the webui's short hash, sha256), empty when it knows nothing."""
+    file name, the webui's short hash, sha256), empty when it knows nothing.
+    distributed: how micro-batches are shared and gradients synchronised across processes (train/distributed.py)."""
 
     on_sample: Optional[Callable[[int, int, Any, Any], None]] = None
     on_saved: Optional[Callable[[Path], None]] = None
     on_log: Optional[Callable[[str], None]] = None
     model_identity: Dict[str, str] = field(default_factory=dict)
+    # several processes: train.distributed.DataParallel (None: this process trains alone, as in the webui tab)
+    distributed: Any = None

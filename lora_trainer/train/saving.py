@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -107,11 +108,24 @@ def save_network(path: Path, network, *, arch: str, config, training: dict, repo
         reg_dataset_dirs=(report.dataset_dirs(is_reg=True) or None) if report is not None else None,
         bucket_info=report.bucket_info() if report is not None else None, resolution=resolution,
         session_id=run.session_id, training_started_at=run.started_at, steps=step, epoch=epoch,
-        clip_skip=c.clip_skip if arch == "sd1" else None,  # SD2/SDXL: the webui and kohya do not apply it
+        clip_skip=max(1, c.clip_skip) if arch == "sd1" else None,  # 0 outside the webui = 1; SD2/SDXL: not applied
         prediction_type=prediction_type, timestep_range=timesteps,
         sd_model_name=_basename(identity.get("name")), sd_model_hash=identity.get("hash") or None,
         new_sd_model_hash=identity.get("sha256") or None)
     return save_lora(path, network.kohya_state_dict(), metadata, SAVE_DTYPES[c.save_precision], overwrite=overwrite)
+
+
+def temp_files(folder: Path, name: str) -> List[Path]:
+    """Temporary files (and state folders) that saves of LoRA `name` write before renaming them into place:
+    `.<file>.<hex>.tmp`. Left behind only when the process ended mid-write."""
+    n = re.escape(name)
+    patterns = (re.compile(rf"^\.{n}(?:-\d{{6}}|-step\d{{8}}(?:-\d+)?)?(?:\.safetensors|-state|\.preview\.png)"
+                           rf"\.[0-9a-f]+\.tmp$"),
+                re.compile(rf"^\.{n}-step\d{{6}}-\d+\.png\.[0-9a-f]+\.tmp$"))  # previews
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if any(pattern.match(p.name) for pattern in patterns))
 
 
 def existing(paths: List[Path]) -> Optional[Path]:

@@ -6,11 +6,26 @@ tested with plain functions and the webui adapter decides how models are loaded 
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 MODES = ("skip", "overwrite", "append")
+
+
+class CaptionModelError(Exception):
+    """A caption model could not be loaded (offline, the webui's download fails inside: BLIP shows 'IndexError:
+    list index out of range'). The message says which model, why, and where its file goes."""
+
+    def __init__(self, model: str, cause: BaseException, path: str, url: str = "", extra: str = ""):
+        self.model, self.path, self.url = model, path, url
+        cause_text = f"{type(cause).__name__}: {cause}".strip()
+        source = f" (download it from {url})" if url else ""
+        super().__init__(
+            f"{model} could not be loaded ({cause_text}). The webui downloads it on first use, which needs internet; "
+            f"offline, put the file at {path}{source} and try again.{(' ' + extra) if extra else ''}")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
@@ -59,6 +74,20 @@ def merge_caption(existing: str, new_parts: Sequence[str], trigger_word: str, mo
     return ", ".join(tags)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Temp file in the same folder + rename: a crash or a full disk never leaves half a caption."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode: str = "skip",
                    trigger_word: str = "", extension: str = ".txt",
                    on_progress: Optional[Callable[[int, int, str], None]] = None,
@@ -83,11 +112,15 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
             summary.stopped = True
             break
         caption_path = image_path.with_suffix(extension)
-        existing = caption_path.read_text(encoding="utf-8", errors="replace") if caption_path.exists() else ""
         if on_progress:
             on_progress(index, len(images), image_path.name)
-        if mode == "skip" and existing.strip():
+        if mode == "skip" and caption_path.exists():  # an existing caption (even an empty one) is the user's
             summary.skipped += 1
+            continue
+        try:
+            existing = caption_path.read_text(encoding="utf-8", errors="replace") if caption_path.exists() else ""
+        except OSError as exc:
+            summary.failed.append((str(caption_path), f"cannot read the existing caption: {exc}"))
             continue
         try:
             with Image.open(image_path) as img:
@@ -97,7 +130,11 @@ def caption_folder(folder: str, captioners: Sequence[Tuple[str, Callable]], mode
             summary.failed.append((str(image_path), f"{type(exc).__name__}: {exc}"))
             continue
         trigger = "" if _is_under(image_path, reg_root) else trigger_word
-        caption_path.write_text(merge_caption(existing, new_parts, trigger, mode) + "\n", encoding="utf-8")
+        try:
+            write_text_atomically(caption_path, merge_caption(existing, new_parts, trigger, mode) + "\n")
+        except OSError as exc:
+            summary.failed.append((str(caption_path), f"cannot write the caption: {exc}"))
+            continue
         if mode == "append" and existing.strip():
             summary.appended += 1
         else:

@@ -32,6 +32,7 @@ def running_forge() -> bool:
 
 class ForgeHost(WebuiHost):
     def __init__(self):
+        super().__init__()
         self._session = None
         self._loaded_params = None
 

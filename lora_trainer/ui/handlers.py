@@ -30,7 +30,9 @@ def guarded(n_outputs: int):
             except ConfigError as exc:
                 message = _error(form.describe_error(exc))
             except JobRefused as exc:
-                message = _error(exc.message)
+                message = _error(exc.message.splitlines()[0])
+                if exc.details:  # e.g. the Check dataset report: every file and why it cannot be used
+                    message += "\n\n" + exc.details
             except Exception as exc:  # unexpected: the console gets the traceback, the tab a message
                 traceback.print_exc()
                 message = _error(f"{type(exc).__name__}: {exc}")
@@ -63,28 +65,49 @@ class Handlers:
             return _error(f"{type(exc).__name__}: {exc}")
 
     def status_text(self) -> str:
+        """The status panel, computed per request (also the panel's value at every page load)."""
         return panels.status_markdown(self.runner.status())
 
-    @guarded(3)
+    # Click answers (a refusal, a validation message) go to the notice, not to the status panel: the periodic
+    # refresh rewrites the status but leaves the notice until the next click or the job's next state change
+    # (`notice_key` remembers the state the notice was given in).
     def start(self, *args):
-        config = self._config(args)
-        job = self.runner.start(config)
-        return panels.status_markdown(job.snapshot()), job.task_id, self.model_info()
+        """-> notice, notice_key, status, task_id, model_info"""
+        answer = self._start(*args)
+        if isinstance(answer, str):  # refused: a message; the progress bar stays as it is
+            return answer, panels.state_key(self.runner.status()), self.status_text(), gr.update(), \
+                self.model_info()
+        job = answer
+        return "", panels.state_key(job.snapshot()), panels.status_markdown(job.snapshot()), job.task_id, \
+            self.model_info()
 
     @guarded(1)
-    def cancel(self):
-        if self.runner.cancel():
-            return panels.status_markdown(self.runner.status()) + "\n\nCancelling after the current step…"
-        return "No training job is running."
+    def _start(self, *args):
+        return self.runner.start(self._config(args))
 
-    @guarded(6)
-    def refresh(self):
+    def cancel(self):
+        """-> notice, notice_key, status"""
+        if self.runner.cancel():
+            notice = "Cancelling after the current step; what was trained so far is saved."
+        else:
+            notice = "No training job is running."
         status = self.runner.status()
-        weight = float(self.host.setting("train_lora_send_weight", 0.8) or 0.8)
-        previews = list(reversed(status.get("previews") or []))[:12]
-        task_id = status.get("task_id", "") if status.get("state") in ("queued", "running") else ""
-        return (panels.status_markdown(status), panels.loss_frame(status), previews, panels.log_text(status),
-                panels.send_to_txt2img_text(status, weight), task_id)
+        return notice, panels.state_key(status), panels.status_markdown(status)
+
+    def refresh(self, notice_key: str = ""):
+        """-> status, loss plot, previews, log, send snippet, task_id, notice, notice_key"""
+        try:
+            status = self.runner.status()
+            weight = float(self.host.setting("train_lora_send_weight", 0.8) or 0.8)
+            previews = list(reversed(status.get("previews") or []))[:12]
+            task_id = status.get("task_id", "") if status.get("state") in ("queued", "running") else ""
+            key = panels.state_key(status)
+            notice = ("", key) if key != notice_key else (gr.update(), gr.update())
+            return (panels.status_markdown(status), panels.loss_frame(status), previews, panels.log_text(status),
+                    panels.send_to_txt2img_text(status, weight), task_id, *notice)
+        except Exception as exc:  # noqa: BLE001 - the panel must keep answering
+            traceback.print_exc()
+            return (_error(f"{type(exc).__name__}: {exc}"), *[gr.update()] * 7)
 
     # ---- dataset -------------------------------------------------------------------------------------------------
     @guarded(2)
@@ -106,14 +129,18 @@ class Handlers:
         _check_folder((folder or "").strip(), "train_dir", "Training images folder")
         if not (use_blip or use_deepbooru or (trigger_word or "").strip()):
             return _error("Tick BLIP and/or DeepBooru (or enter a trigger word to add to the captions).")
+        from lora_trainer.ui.captioning import CaptionModelError
+
         with self.runner.exclusive("Captioning"), self.host.gpu_lock():
-            with self.host.captioners(bool(use_blip), bool(use_deepbooru)) as captioners:
-                try:
+            try:
+                with self.host.captioners(bool(use_blip), bool(use_deepbooru)) as captioners:
                     summary = caption_folder(folder.strip(), captioners, mode=mode, trigger_word=trigger_word or "",
                                              extension=extension or ".txt", should_stop=self.host.interrupted,
                                              reg_dir=(reg_dir or "").strip())
-                except ValueError as exc:  # bad mode / folder: a message, not a traceback
-                    return _error(str(exc))
+            except CaptionModelError as exc:  # which model, why, and where its file goes
+                return _error(str(exc))
+            except ValueError as exc:  # bad mode / folder: a message, not a traceback
+                return _error(str(exc))
         return summary.to_text().replace("\n", "\n\n")
 
     def browse_folder(self, path: str):

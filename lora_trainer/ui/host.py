@@ -58,8 +58,17 @@ class Host:
         """Always called after begin(), also on errors: release the progress state."""
 
     def interrupted(self) -> bool:
-        """The webui's Interrupt button (or /sdapi/v1/interrupt) was pressed."""
+        """The webui's Interrupt button (or /sdapi/v1/interrupt) was pressed. Never True for a *Reload UI* or a
+        browser reload: a training survives those (lifecycle.RestartWatch tells them apart)."""
         return False
+
+    def stop_work(self) -> None:
+        """The process is exiting: make the webui's own work in progress (a preview's sampling) stop early, so the
+        job reaches its save in time."""
+
+    def install_shutdown_hooks(self, on_shutdown: Callable[[str], None]) -> None:
+        """Call `on_shutdown(reason)` before the process ends (Ctrl+C, SIGTERM, the webui's restart/stop, a normal
+        exit), so a running job can save; see lifecycle.install_shutdown_hooks."""
 
     # ---- the webui's own Lora extension ----------------------------------------------------------------------
     def release_webui_loras(self, model) -> None:

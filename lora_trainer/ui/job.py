@@ -6,6 +6,8 @@ Nothing here imports the webui: everything webui-facing goes through a `Host` (s
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import threading
 import time
 import traceback
@@ -19,6 +21,10 @@ from lora_trainer.ui.preflight import JobRefused, preflight
 
 LOG_LINES = 400
 ACTIVE_STATES = ("queued", "running")
+WAITING_FOR_WEBUI = "Waiting for txt2img/img2img (another webui job holds the GPU) to finish"
+SHUTDOWN_WAIT_S = 15.0  # how long the webui's exit waits for the job to save
+STOP_REASONS = {"interrupt": "Interrupted from the webui (Interrupt button or /sdapi/v1/interrupt).",
+                "shutdown": "The webui was shutting down."}
 
 
 class TrainingJob:
@@ -31,7 +37,7 @@ class TrainingJob:
         self.model_title = model_title
         self.arch = arch
         self.state = "queued"  # queued | running | completed | cancelled | nan | oom | error
-        self.message = "Waiting for the GPU (another webui job is running)"
+        self.message = "Queued"  # "waiting for txt2img/img2img" only once the webui's queue is found busy
         self.phase = ""
         self.progress: Dict[str, Any] = {}
         self.loss_history: List[tuple] = []  # (step, loss, avg_loss)
@@ -42,6 +48,7 @@ class TrainingJob:
         self.started_at = time.time()
         self.finished_at: Optional[float] = None
         self.cancel_requested = False
+        self.stop_reason = ""  # why it was asked to stop: "cancel" | "interrupt" | "shutdown"
         self.done = threading.Event()
         self._lock = threading.Lock()
 
@@ -73,6 +80,10 @@ class TrainingJob:
         with self._lock:
             self.state, self.message = "running", "Starting"
 
+    def set_message(self, message: str) -> None:
+        with self._lock:
+            self.message = message
+
     def on_saved(self, path: str) -> None:
         with self._lock:
             self.files.append(str(path))
@@ -84,7 +95,7 @@ class TrainingJob:
 
     def finish(self, state: str, message: str, final_file: str = "") -> None:
         with self._lock:
-            self.state, self.message = state, message
+            self.state, self.message = state, message or f"The training ended ({state})."
             if final_file:
                 self.final_file = str(final_file)
                 if self.final_file not in self.files:
@@ -162,7 +173,8 @@ class JobRunner:
         job = self._job
         if job is not None and job.active:
             where = f" (step {job.progress.get('step') or 0}/{job.progress.get('total_steps') or '?'})" \
-                if job.state == "running" else " (waiting for the GPU)"
+                if job.state == "running" else \
+                (" (waiting for txt2img/img2img to finish)" if job.message == WAITING_FOR_WEBUI else " (queued)")
             return f"A training job is already running: '{job.config.output_name}'{where}. Cancel it or wait."
         return ""
 
@@ -184,18 +196,50 @@ class JobRunner:
                               checked.model_title, checked.arch)
             job.add_log(f"queued '{config.output_name}' on {checked.model_title or 'the loaded model'} "
                         f"({checked.arch}); output {checked.output_file}")
+            try:
+                self.host.task_queued(job.task_id)
+            except Exception as exc:  # only the webui's "queued" display is missing; the job still runs
+                job.add_log(f"could not show the job as queued in the webui: {exc}")
             self._job = job
-            self.host.task_queued(job.task_id)
-            threading.Thread(target=self._run, args=(job,), name="train-lora", daemon=True).start()
+            try:
+                threading.Thread(target=self._run, args=(job,), name="train-lora", daemon=True).start()
+            except RuntimeError as exc:  # cannot start a thread: never leave a job that looks queued forever
+                job.finish("error", f"could not start the training thread: {exc}")
+                job.done.set()
+                raise JobRefused(f"Could not start the training: {exc}", status_code=503) from exc
             return job
 
-    def cancel(self) -> bool:
+    def cancel(self, reason: str = "cancel") -> bool:
         job = self._job
         if job is None or not job.active:
             return False
+        job.stop_reason = job.stop_reason or reason
         job.cancel_requested = True
-        job.add_log("cancel requested; stopping after the current step")
+        job.add_log("cancel requested; stopping after the current step (what was trained so far is saved)")
         return True
+
+    def shutdown(self, reason: str = "exit", timeout: float = SHUTDOWN_WAIT_S) -> str:
+        """The webui is exiting: stop the job (its cancel saves the LoRA trained so far) and wait up to `timeout`
+        seconds. If it cannot finish in time, remove its temporary files so no partial file is left."""
+        job = self._job
+        if job is None or not job.active:
+            return ""
+        print(f"Train LoRA: the webui is exiting ({reason}); saving '{job.config.output_name}' first "
+              f"(up to {timeout:g} s)...", flush=True)
+        self.cancel("shutdown")
+        try:
+            self.host.stop_work()  # a preview in progress ends now instead of after all its sampling steps
+        except Exception as exc:  # noqa: BLE001
+            job.add_log(f"could not stop the webui's current work: {exc}")
+        if job.done.wait(timeout):
+            line = f"Train LoRA: {job.message}"
+        else:
+            removed = remove_temp_files(job.config)
+            job.add_log(f"the webui exited before the job could save; removed {len(removed)} temporary file(s)")
+            line = (f"Train LoRA: could not save within {timeout:g} s; nothing partial is left "
+                    f"({len(removed)} temporary file(s) removed).")
+        print(line, flush=True)
+        return line
 
     def exclusive(self, what: str):
         """Context manager for other GPU work of this extension (captioning): refused while a job runs."""
@@ -204,10 +248,11 @@ class JobRunner:
     # ---- the worker ------------------------------------------------------------------------------------------
     def _run(self, job: TrainingJob) -> None:
         try:
-            with self.host.gpu_lock():
+            with _holding(self.host.gpu_lock(), lambda: job.set_message(WAITING_FOR_WEBUI)):
                 self._run_locked(job)
         except Exception as exc:  # the lock itself failed: still end in a final state
-            job.finish("error", f"{type(exc).__name__}: {exc}")
+            if job.active:
+                job.finish("error", f"{type(exc).__name__}: {exc}")
         finally:
             job.done.set()
 
@@ -234,7 +279,11 @@ class JobRunner:
             host.release_webui_loras(model)
             result, previews = self._train(job, model)
             final_file = str(getattr(result, "final_file", "") or "")
-            outcome = (getattr(result, "status", "completed"), getattr(result, "message", "") or "Done.", final_file)
+            status = getattr(result, "status", "completed")
+            message = getattr(result, "message", "") or "Done."
+            if status == "cancelled" and job.stop_reason in STOP_REASONS:
+                message = f"{STOP_REASONS[job.stop_reason]} {message}"
+            outcome = (status, message, final_file)
             for path in getattr(result, "files", None) or []:
                 if str(path) not in job.files:  # normally reported by the on_saved hook already
                     job.on_saved(path)
@@ -253,7 +302,10 @@ class JobRunner:
             except Exception as exc:
                 job.add_log(f"could not refresh the Lora cards: {exc}")
             job.finish(*outcome)
-            host.end(job.task_id)
+            try:
+                host.end(job.task_id)
+            except Exception as exc:  # the job's result stands; the webui's progress state is the host's
+                job.add_log(f"could not release the webui's progress state: {exc}")
 
     def _train(self, job: TrainingJob, model):
         from lora_trainer.train import CancelToken, TrainHooks
@@ -261,12 +313,27 @@ class JobRunner:
         train_fn = self._train_fn or _default_train()
         previews = self._make_previews(job)
 
+        bar_failed = []
+
         def progress(p):
             job.on_progress(p)
-            self.host.update(job.progress.get("step") or 0, job.progress.get("total_steps") or 0,
-                             progress_text(job))
+            try:
+                self.host.update(job.progress.get("step") or 0, job.progress.get("total_steps") or 0,
+                                 progress_text(job))
+            except Exception as exc:  # the webui's progress bar is cosmetic: never the end of a training
+                if not bar_failed:
+                    bar_failed.append(exc)
+                    job.add_log(f"warning: the webui progress bar could not be updated: {exc}")
 
-        cancel = CancelToken(extra_check=lambda: job.cancel_requested or self.host.interrupted())
+        def stop() -> bool:
+            if job.cancel_requested:
+                return True
+            if self.host.interrupted():  # the Interrupt button / API; a Reload UI is not one (host's job)
+                job.stop_reason = job.stop_reason or "interrupt"
+                return True
+            return False
+
+        cancel = CancelToken(extra_check=stop)
         hooks = TrainHooks(on_sample=previews, on_saved=job.on_saved, on_log=job.add_log,
                            model_identity=_checkpoint_identity(self.host, job))
         return train_fn(model, job.config, progress=progress, cancel=cancel, hooks=hooks), previews
@@ -278,11 +345,13 @@ class JobRunner:
             return
         from pathlib import Path
 
+        from lora_trainer.ui.previews import save_image_atomically
+
         target = Path(final_file).with_suffix(".preview.png")
         try:
-            image.save(target)
+            save_image_atomically(image, target)
             job.add_log(f"card preview: {target}")
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - the LoRA is saved; the card image is a nicety
             job.add_log(f"could not write the card preview {target}: {exc}")
 
     def _make_previews(self, job: TrainingJob):
@@ -291,6 +360,45 @@ class JobRunner:
         from lora_trainer.ui.previews import PreviewMaker
 
         return PreviewMaker(self.host, job)
+
+
+@contextlib.contextmanager
+def _holding(lock, on_wait: Callable[[], None]):
+    """Hold the webui's queue lock; `on_wait` only when another job holds it now (a non-blocking try first)."""
+    acquire = getattr(lock, "acquire", None)
+    if acquire is None:
+        with lock:
+            yield
+        return
+    if not acquire(blocking=False):
+        on_wait()
+        acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_temp_files(config) -> List[str]:
+    """The temporary files of this run's saves (LoRA, state folders, previews) — left only when the process ends
+    in the middle of a write."""
+    from pathlib import Path
+
+    from lora_trainer.train.saving import temp_files
+    from lora_trainer.ui.previews import preview_dir
+
+    removed = []
+    for path in temp_files(Path(config.output_dir).expanduser(), config.output_name) + \
+            temp_files(preview_dir(config), config.output_name):
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(str(path))
+        except OSError:
+            pass
+    return removed
 
 
 class _Exclusive:

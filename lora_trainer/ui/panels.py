@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 STATE_LABELS = {
-    "idle": "Idle", "queued": "Waiting for the GPU", "running": "Training", "completed": "Finished",
+    "idle": "Idle", "queued": "Queued", "running": "Training", "completed": "Finished",
     "cancelled": "Cancelled", "nan": "Stopped: the loss became NaN", "oom": "Stopped: out of GPU memory",
     "error": "Failed",
 }
@@ -53,6 +53,11 @@ def _arch_note(host, arch: str) -> str:
     except Exception:  # the model line must render whatever is loaded
         prediction = "epsilon"
     return arch_note(arch, prediction)
+
+
+def state_key(status: Dict[str, Any]) -> str:
+    """Which job in which state: a click's answer stays shown until this changes."""
+    return f"{status.get('job_id') or ''}:{status.get('state', 'idle')}"
 
 
 def status_markdown(status: Dict[str, Any]) -> str:

@@ -14,11 +14,12 @@ from lora_trainer.ui.host import Host
 class JobRefused(Exception):
     """The job cannot start; `field` names the offending option when there is one."""
 
-    def __init__(self, message: str, field: str = "", status_code: int = 400):
+    def __init__(self, message: str, field: str = "", status_code: int = 400, details: str = ""):
         super().__init__(message)
         self.message = message
         self.field = field
         self.status_code = status_code
+        self.details = details  # markdown for the tab (e.g. the Check dataset report), under the message
 
 
 @dataclass
@@ -32,7 +33,11 @@ def check_model(host: Host) -> tuple:
     """(title, arch) of the loaded model, or JobRefused saying what to load."""
     from lora_trainer.arch.detect import UnsupportedModel, detect_arch
 
-    model = host.model()
+    try:
+        model = host.model()
+    except Exception as exc:  # the webui is in the middle of loading a checkpoint, or broken
+        raise JobRefused(f"Cannot read the loaded checkpoint from the webui ({type(exc).__name__}: {exc}). Wait "
+                         "until the checkpoint has loaded and try again.", status_code=409) from exc
     if model is None:
         raise JobRefused(host.no_model_message(), status_code=409)
     reason = host.unsupported_reason()
@@ -55,6 +60,24 @@ def _check_folder(path: str, field: str, label: str) -> None:
         raise JobRefused(f"{label}: '{path}' is a file, not a folder.", field)
     if not any(p.iterdir()):
         raise JobRefused(f"{label}: '{path}' is empty.", field)
+
+
+def check_training_images(host: Host, config: TrainConfig) -> None:
+    """Scan as Check dataset does: a dataset with no readable training image is refused now, with each file and
+    why it cannot be used, instead of failing minutes later as a job."""
+    from lora_trainer.ui.dataset_check import check_dataset, summary_markdown
+
+    try:
+        report = check_dataset(config, host)
+    except ValueError as exc:
+        raise JobRefused(f"Training images folder: {exc}", "train_dir") from exc
+    if report.ok:
+        return
+    lines = [f"Training images folder: nothing to train in '{config.train_dir}': {report.fix or 'no usable images'}"]
+    lines += [f"- {path}: {reason}" for path, reason in report.skipped[:30]]
+    if len(report.skipped) > 30:
+        lines.append(f"- ... and {len(report.skipped) - 30} more")
+    raise JobRefused("\n".join(lines), "train_dir", details=summary_markdown(report))
 
 
 def output_file(config: TrainConfig) -> Path:
@@ -85,4 +108,5 @@ def preflight(host: Host, config: TrainConfig) -> Checked:
     from lora_trainer.kohya_semantics import for_arch
 
     for_arch(config, arch)  # kohya's per-architecture rules (bucket step, ...): ConfigError naming the field
+    check_training_images(host, config)
     return Checked(model_title=title, arch=arch, output_file=str(target))

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -82,6 +84,28 @@ def side_by_side(images: List, labels: List[str]):
     return sheet
 
 
+class PreviewOffline(RuntimeError):
+    """The webui's txt2img tried to download something (its default live preview 'Approx NN' fetches
+    vaeapprox-sdxl.pt for the first SDXL image) and there is no internet."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause} — the webui tried to download a model. Offline, set "
+                         "Settings → Live previews → Live preview method to 'Approx cheap' (or put the file in "
+                         "models/VAE-approx/)")
+
+
+def looks_offline(exc: BaseException) -> bool:
+    import socket
+    from urllib.error import URLError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, (URLError, socket.gaierror, ConnectionError)) or "urlopen error" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def preview_dir(config) -> Path:
     return Path(config.output_dir).expanduser() / f"{config.output_name}-previews"
 
@@ -116,12 +140,17 @@ class PreviewMaker:
                 images = []
                 for weight in weights:
                     network.multiplier = weight
-                    image = self.host.txt2img(
-                        spec.prompt, spec.negative_prompt,
-                        seed=spec.seed if spec.seed is not None else self.config.sample_seed,
-                        steps=spec.steps or self.config.sample_steps,
-                        cfg_scale=spec.cfg_scale if spec.cfg_scale is not None else self.config.sample_cfg_scale,
-                        width=spec.width or size, height=spec.height or size)
+                    try:
+                        image = self.host.txt2img(
+                            spec.prompt, spec.negative_prompt,
+                            seed=spec.seed if spec.seed is not None else self.config.sample_seed,
+                            steps=spec.steps or self.config.sample_steps,
+                            cfg_scale=spec.cfg_scale if spec.cfg_scale is not None else self.config.sample_cfg_scale,
+                            width=spec.width or size, height=spec.height or size)
+                    except Exception as exc:
+                        if looks_offline(exc):
+                            raise PreviewOffline(exc) from exc
+                        raise
                     if image is None:
                         self.job.add_log("preview skipped: txt2img is not available here")
                         return paths
@@ -139,10 +168,23 @@ class PreviewMaker:
         folder = preview_dir(self.config)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.config.output_name}-step{step:06d}-{index}.png"
-        sheet.save(path)
+        save_image_atomically(sheet, path)
         self.job.add_preview(str(path))
         self.job.add_log(f"preview saved: {path}")
         return str(path)
+
+
+def save_image_atomically(image, path: Path) -> Path:
+    """PNG via a temporary file in the same folder and a rename: a crash never leaves half an image."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def _save_rng():

@@ -12,6 +12,9 @@ from lora_trainer.ui.gradio_compat import js_event
 from lora_trainer.ui.gradio_compat import line_plot as _line_plot
 from lora_trainer.ui.handlers import Handlers
 
+# periodic refreshes must not flash gradio's "processing" overlay over the panel (gradio 4 spells it "hidden")
+QUIET = False if gr.__version__.startswith("3.") else "hidden"
+PROGRESS_HTML = "<div class='train-lora-progress-box'><div id='train_lora_progress_anchor'></div></div>"
 SECTION_TITLES = {"dataset": "1 · Dataset", "network": "2 · Network", "training": "3 · Training",
                   "previews": "4 · Previews", "output": "Output and saving"}
 
@@ -117,14 +120,19 @@ def build_tab(runner) -> gr.Blocks:
 
             with gr.Column(scale=2, elem_id="train_lora_run"):
                 with gr.Row():
-                    model_info = gr.Markdown(handlers.model_info(), elem_id="train_lora_model_info")
+                    # callables: computed at every page load, not once when the webui built the tab
+                    model_info = gr.Markdown(handlers.model_info, elem_id="train_lora_model_info")
                     model_refresh = gr.Button("🔄", elem_classes=["tool", "train-lora-tool"],
                                               elem_id="train_lora_model_refresh")
                 with gr.Row():
                     start = gr.Button("Start training", variant="primary", elem_id="train_lora_start")
                     cancel = gr.Button("Cancel", elem_id="train_lora_cancel")
-                gr.HTML("<div></div>", elem_id="train_lora_progress")  # the webui inserts its progress bar here
-                status = gr.Markdown(handlers.status_text(), elem_id="train_lora_status")
+                # requestProgress() puts the webui's bar into the anchor's parent: our own positioned box, so the
+                # absolutely placed .progressDiv sits here and not over the "Model:" line (style.css)
+                gr.HTML(PROGRESS_HTML, elem_id="train_lora_progress")
+                notice = gr.Markdown("", elem_id="train_lora_notice")  # answers to Start / Cancel clicks
+                status = gr.Markdown(handlers.status_text, elem_id="train_lora_status")
+                notice_key = gr.Textbox(visible=False, elem_id="train_lora_notice_key")
                 with gr.Row():
                     send_text = gr.Textbox(label="Prompt snippet", interactive=False, elem_id="train_lora_send_text")
                     send = gr.Button("Send to txt2img", elem_id="train_lora_send_to_txt2img")
@@ -137,7 +145,7 @@ def build_tab(runner) -> gr.Blocks:
                     refresh = gr.Button("Refresh status", elem_id="train_lora_refresh")
                 task_id = gr.Textbox(visible=False, elem_id="train_lora_task_id")
         _no_save(dataset_summary, caption_result, config_json, json_message, model_info, status, send_text, log,
-                 task_id, dataset_table)
+                 task_id, dataset_table, notice, notice_key)
 
         field_inputs = [components[f.key] for f in form.FIELDS]
         check_button.click(handlers.check_dataset, inputs=field_inputs,
@@ -147,12 +155,14 @@ def build_tab(runner) -> gr.Blocks:
                                                        caption_mode, components["reg_dir"]],
                              outputs=[caption_result])
         model_refresh.click(handlers.model_info, outputs=[model_info])
-        js_event(start.click(handlers.start, inputs=field_inputs, outputs=[status, task_id, model_info]).then,
+        start_outputs = [notice, notice_key, status, task_id, model_info]
+        js_event(start.click(handlers.start, inputs=field_inputs, outputs=start_outputs).then,
                  "train_lora_attach_progress", inputs=[task_id])
-        cancel.click(handlers.cancel, outputs=[status])
-        panel_outputs = [status, loss_plot, gallery, log, send_text, task_id]
-        js_event(refresh.click(handlers.refresh, outputs=panel_outputs).then, "train_lora_attach_progress",
-                 inputs=[task_id])
+        cancel.click(handlers.cancel, outputs=[notice, notice_key, status])
+        panel_outputs = [status, loss_plot, gallery, log, send_text, task_id, notice, notice_key]
+        # also clicked by train_lora.js: at page load (re-attach to a running job) and while the tab is open
+        js_event(refresh.click(handlers.refresh, inputs=[notice_key], outputs=panel_outputs, show_progress=QUIET).then,
+                 "train_lora_attach_progress", inputs=[task_id])
         js_event(send.click, "train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
         load_json.click(handlers.load_json, inputs=[config_json], outputs=[json_message, *field_inputs])

@@ -14,9 +14,39 @@ from typing import Dict, Optional
 from lora_trainer.ui.host import Host
 
 SECTION = ("train_lora", "Train LoRA")
+# where the webui's interrogate.py / deepbooru.py look for (and download) the caption models
+BLIP_FILE = "model_base_caption_capfilt_large.pth"
+BLIP_URL = ("https://storage.googleapis.com/sfr-vision-language-research/BLIP/models/"
+            "model_base_caption_capfilt_large.pth")
+DEEPBOORU_FILE = "model-resnet_custom_v3.pt"
+DEEPBOORU_URL = "https://github.com/AUTOMATIC1111/TorchDeepDanbooru/releases/download/v1/model-resnet_custom_v3.pt"
 
 
 class WebuiHost(Host):
+    def __init__(self):
+        self._task_id = ""  # set between begin() and end(): our job holds the GPU
+        self._restart_watch = None
+
+    def watch_restarts(self) -> None:
+        """Before the UI is built (script load): the settings' Reload UI button binds `state.request_restart`."""
+        from modules import shared
+
+        from lora_trainer.ui.lifecycle import RestartWatch
+
+        self._restart_watch = RestartWatch(shared.state, training=lambda: bool(self._task_id)).install()
+
+    def stop_work(self) -> None:
+        from modules import shared
+
+        shared.state.interrupt()  # the sampler of a running preview checks it every step
+
+    def install_shutdown_hooks(self, on_shutdown) -> None:
+        from modules import restart
+
+        from lora_trainer.ui.lifecycle import install_shutdown_hooks
+
+        install_shutdown_hooks(on_shutdown, restart_module=restart)
+
     # ---- the model -------------------------------------------------------------------------------------------
     def model(self):
         from modules import sd_models
@@ -73,6 +103,7 @@ class WebuiHost(Host):
         shared.state.begin(job=job)
         shared.state.job_count = 0
         progress.start_task(task_id)
+        self._task_id = task_id
 
     def update(self, step: int, total: int, textinfo: str) -> None:
         from modules import shared
@@ -86,11 +117,14 @@ class WebuiHost(Host):
     def end(self, task_id: str) -> None:
         from modules import progress, shared
 
+        self._task_id = ""
         shared.state.end()
         shared.state.interrupted = shared.state.stopping_generation = False
         progress.finish_task(task_id)
 
     def interrupted(self) -> bool:
+        if self._restart_watch is not None:
+            return self._restart_watch.interrupted()
         from modules import shared
 
         return bool(shared.state.interrupted or shared.state.stopping_generation)
@@ -178,7 +212,7 @@ class WebuiHost(Host):
             if deepbooru:
                 from modules import deepbooru as deepbooru_module
 
-                deepbooru_module.model.start()
+                self._start_deepbooru(deepbooru_module)
                 pairs.append(("DeepBooru",
                               lambda img: deepbooru_module.model.tag_multi(img, force_disable_ranks=True)))
             yield pairs
@@ -198,16 +232,38 @@ class WebuiHost(Host):
 
     @staticmethod
     def _load_blip(interrogator):
-        """BLIP alone: the webui's `load()` would also load CLIP ViT-L (a 1.7 GB download) that captions don't use."""
-        from modules import devices, shared
+        """BLIP alone: the webui's `load()` would also load CLIP ViT-L (a 1.7 GB download) that captions don't use.
+        Its failures (offline: modelloader finds no file and `files[0]` raises IndexError) name the file's place."""
+        from modules import devices, paths, shared
+
+        from lora_trainer.ui.captioning import CaptionModelError
 
         if interrogator.blip_model is None:
-            interrogator.blip_model = interrogator.load_blip_model()
+            try:
+                interrogator.blip_model = interrogator.load_blip_model()
+            except Exception as exc:
+                raise CaptionModelError(
+                    "BLIP", exc, os.path.join(paths.models_path, "BLIP", BLIP_FILE), BLIP_URL,
+                    extra="BLIP also needs the 'bert-base-uncased' tokenizer in the Hugging Face cache "
+                          "(downloaded with it on first use).") from exc
             if not shared.cmd_opts.no_half and not interrogator.running_on_cpu:
                 interrogator.blip_model = interrogator.blip_model.half()
         interrogator.blip_model = interrogator.blip_model.to(devices.device_interrogate)
         interrogator.dtype = next(interrogator.blip_model.parameters()).dtype
         return interrogator.generate_caption
+
+    @staticmethod
+    def _start_deepbooru(deepbooru_module):
+        from modules import paths
+
+        from lora_trainer.ui.captioning import CaptionModelError
+
+        try:
+            deepbooru_module.model.start()
+        except Exception as exc:
+            deepbooru_module.model.model = None  # a half-loaded model must not look loaded next time
+            raise CaptionModelError("DeepBooru", exc, os.path.join(paths.models_path, "torch_deepdanbooru",
+                                                                   DEEPBOORU_FILE), DEEPBOORU_URL) from exc
 
     # ---- settings and paths ----------------------------------------------------------------------------------
     def setting(self, key: str, default=None):
@@ -231,7 +287,9 @@ class WebuiHost(Host):
 # ---- callbacks ----------------------------------------------------------------------------------------------
 _host: Optional[WebuiHost] = None
 _host_class = WebuiHost  # ForgeHost (ui/forge.py) in Forge: set by register_callbacks
-_runner = None  # kept across "Reload UI": this module stays in sys.modules, a running job survives a reload
+# Kept across "Reload UI": this module stays in sys.modules (the webui re-runs scripts/, not our package), the
+# RestartWatch keeps the reload's interrupt from stopping the job, and the new page re-attaches by itself.
+_runner = None
 
 
 def runner():
@@ -241,6 +299,11 @@ def runner():
 
         _host = _host_class()
         _runner = JobRunner(_host)
+        try:
+            _host.watch_restarts()
+            _host.install_shutdown_hooks(_runner.shutdown)
+        except Exception as exc:  # noqa: BLE001 - the tab still works; only the reload/exit safety is missing
+            print(f"Train LoRA: could not watch the webui's reload/exit: {exc}")
     return _runner
 
 
@@ -283,7 +346,7 @@ def register_callbacks(host_class=None) -> None:
     from modules import script_callbacks
 
     _host_class = host_class or WebuiHost
-
+    runner()  # now, at script load: before the settings page binds its Reload UI button (see watch_restarts)
     script_callbacks.on_ui_settings(on_ui_settings, name="train_lora_settings")
     script_callbacks.on_ui_tabs(on_ui_tabs, name="train_lora_tab")
     script_callbacks.on_app_started(on_app_started, name="train_lora_api")
