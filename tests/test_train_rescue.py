@@ -192,7 +192,7 @@ def test_a_rescue_that_cannot_write_says_so(sd1, tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rescue, "save_network", disk_full)
+    monkeypatch.setattr(rescue, "save_session_lora", disk_full)
     result = train(sd1, make_config(tmp_path, "sd1", steps=4), progress=progress)
     assert result.status == "error" and "boom" in result.message
     assert "No space left on device" in result.message and "nothing was saved" in result.message
@@ -205,3 +205,26 @@ def test_rescue_name_prefers_the_free_final_name_then_the_step_file(tmp_path):
     (tmp_path / "x-step00000007.safetensors").write_bytes(b"")
     assert rescue_name(tmp_path, "x", 7, []).name == "x-step00000007-2.safetensors"
     assert rescue_name(tmp_path, "x", 7, [tmp_path / "x.safetensors"]).name == "x.safetensors"
+
+
+def test_a_rescued_file_carries_the_same_metadata_as_a_scheduled_save(tmp_path):
+    """v-prediction, model identity...: a file saved after a failure must load like any other file of the run."""
+    model = tiny_model("sd2v")
+
+    def progress(p):
+        if p.phase == "training" and p.step == 2:
+            raise RuntimeError("boom")
+
+    hooks = TrainHooks(model_identity={"name": "base.safetensors", "hash": "0123456789"})
+    config = make_config(tmp_path, "sd2v", steps=3, save_every_n_steps=1)
+    config.output_name = "scheduled"
+    scheduled = train(model, config, hooks=hooks)
+    config.output_name = "rescued"
+    rescued = train(model, config, progress=progress, hooks=hooks)
+    assert rescued.status == "error" and rescued.final_file.name == "rescued.safetensors"
+    a = load_lora(scheduled.files[0])[1]
+    b = load_lora(rescued.final_file)[1]
+    assert set(a) == set(b)
+    volatile = {"ss_output_name", "ss_session_id", "ss_training_started_at", "ss_steps", "ss_epoch",
+                "sshs_model_hash", "sshs_legacy_hash", "modelspec.title", "modelspec.date", "ss_training_finished_at"}
+    assert {k: v for k, v in a.items() if k not in volatile} == {k: v for k, v in b.items() if k not in volatile}

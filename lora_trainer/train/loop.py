@@ -25,7 +25,7 @@ from .model_guard import ModelGuard
 from .progress import CancelToken, Progress, Speedometer
 from .rescue import PreviewGuard, describe, rescue_save
 from .result import TrainHooks, TrainResult
-from .saving import epoch_file, final_file, save_network, state_dir, step_file, training_metadata
+from .saving import epoch_file, final_file, save_session_lora, state_dir, step_file
 from .session import Session
 from .state import save_state
 from .step import diffusion_loss, step_seed
@@ -236,14 +236,8 @@ def _save(s: Session, path, step: int, epoch: int, hooks: TrainHooks, emit):
          message=f"Saving {path.name}")
     if not s.dist.is_main:
         return path  # rank 0 writes: every rank holds the same weights
-    training = training_metadata(
-        c, arch=s.adapter.arch, optimizer_description=s.optimizer_description, precision=s.precision.name,
-        report=s.report, batches_per_epoch=s.batches_per_epoch, total_steps=s.total_steps, epochs=s.epochs,
-        cache_latents=s.cache_latents)
-    written = save_network(path, s.network, arch=s.adapter.arch, config=c, training=training, report=s.report,
-                           resolution=s.resolution, run=s.run, step=step, epoch=epoch,
-                           overwrite=True,  # clashes were refused before training
-                           prediction_type=s.adapter.prediction_type, model_identity=hooks.model_identity)
+    written = save_session_lora(s, path, step=step, epoch=epoch, model_identity=hooks.model_identity,
+                                overwrite=True)  # clashes were refused before training
     s.files.append(written)
     s.saved_step = step
     if c.save_state:

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .memory import free_memory, is_out_of_memory
-from .saving import final_file, save_network, state_dir, step_file, training_metadata
+from .saving import final_file, save_session_lora, state_dir, step_file
 
 logger = logging.getLogger("lora_trainer.train")
 
@@ -63,14 +63,9 @@ def rescue_save(s, hooks) -> Tuple[Optional[Path], str]:
         c = s.config
         path = rescue_name(s.output_dir, c.output_name, step, list(s.files))
         epoch = min(s.epochs, max(1, math.ceil(step / max(1, s.steps_per_epoch))))
-        training = training_metadata(
-            c, arch=s.adapter.arch, optimizer_description=s.optimizer_description, precision=s.precision.name,
-            report=s.report, batches_per_epoch=s.batches_per_epoch, total_steps=s.total_steps, epochs=s.epochs,
-            cache_latents=s.cache_latents)
-        written = save_network(path, s.network, arch=s.adapter.arch, config=c, training=training, report=s.report,
-                               resolution=s.resolution, run=s.run, step=step, epoch=epoch,
-                               overwrite=path in s.files, prediction_type=s.adapter.prediction_type,
-                               model_identity=getattr(hooks, "model_identity", None))
+        written = save_session_lora(s, path, step=step, epoch=epoch,
+                                    model_identity=getattr(hooks, "model_identity", None),
+                                    overwrite=path in s.files)
     except Exception as exc:  # noqa: BLE001 - report it; the original failure is what the message leads with
         logger.exception("saving the LoRA after a failure failed")
         return None, f"Saving what was trained so far failed too ({describe(exc)}); nothing was saved."

@@ -115,6 +115,18 @@ def save_network(path: Path, network, *, arch: str, config, training: dict, repo
     return save_lora(path, network.kohya_state_dict(), metadata, SAVE_DTYPES[c.save_precision], overwrite=overwrite)
 
 
+def save_session_lora(s, path: Path, *, step: int, epoch: int, model_identity: Optional[dict], overwrite: bool) -> Path:
+    """One LoRA file of a running Session `s` (a scheduled save, the final one, or the rescue after a failure):
+    every file of a run carries the same metadata."""
+    training = training_metadata(
+        s.config, arch=s.adapter.arch, optimizer_description=s.optimizer_description, precision=s.precision.name,
+        report=s.report, batches_per_epoch=s.batches_per_epoch, total_steps=s.total_steps, epochs=s.epochs,
+        cache_latents=s.cache_latents)
+    return save_network(path, s.network, arch=s.adapter.arch, config=s.config, training=training, report=s.report,
+                        resolution=s.resolution, run=s.run, step=step, epoch=epoch, overwrite=overwrite,
+                        prediction_type=s.adapter.prediction_type, model_identity=model_identity)
+
+
 def temp_files(folder: Path, name: str) -> List[Path]:
     """Temporary files (and state folders) that saves of LoRA `name` write before renaming them into place:
     `.<file>.<hex>.tmp`. Left behind only when the process ended mid-write."""
