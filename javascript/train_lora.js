@@ -1,5 +1,8 @@
 // Train LoRA tab glue: the webui progress bar for a running job (re-attached after a page load), periodic panel
 // refresh, "Send to txt2img", and refreshing the Lora cards once a file is written.
+// Works with both front ends: A1111 1.10 (gradio 3.41) and Forge (gradio 4.40) share these webui helpers
+// (gradioApp, requestProgress, onUiTabChange, switch_to_txt2img, updateInput) and the Lora refresh button ids;
+// functions called through js= return [] (no outputs) in both.
 
 var trainLoraAttachedTask = null;
 var TRAIN_LORA_POLL_MS = 5000;
@@ -61,7 +64,8 @@ setInterval(function() {
 // Append "<lora:NAME:0.8>, trigger" to the txt2img prompt and switch to txt2img.
 function train_lora_send_to_txt2img(snippet) {
     if (!snippet) return [];
-    var textarea = gradioApp().querySelector("#txt2img_prompt > label > textarea");
+    // gradio 3.41 (A1111): #txt2img_prompt > label > textarea; gradio 4.40 (Forge) wraps it in one more div
+    var textarea = gradioApp().querySelector("#txt2img_prompt textarea");
     if (textarea) {
         var current = textarea.value.trim();
         if (current.indexOf(snippet) === -1) {

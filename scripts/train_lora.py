@@ -1,7 +1,7 @@
 """Webui entry of the Train LoRA extension: registers the tab, the settings section and the HTTP routes.
 
-Everything else lives in the `lora_trainer` package next to this folder; `lora_trainer.ui.webui` is the only
-module that touches the webui.
+Everything else lives in the `lora_trainer` package next to this folder; the host adapters
+`lora_trainer.ui.webui` (A1111) and `lora_trainer.ui.forge` (Forge) are the only modules that touch the webui.
 """
 
 import os
@@ -13,6 +13,7 @@ _extension_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _extension_root not in sys.path:
     sys.path.append(_extension_root)
 
+from lora_trainer.ui.forge import ForgeHost, running_forge  # noqa: E402
 from lora_trainer.ui.webui import register_callbacks  # noqa: E402
 
-register_callbacks()
+register_callbacks(ForgeHost if running_forge() else None)  # one host adapter per webui: A1111 1.10 or Forge

@@ -47,8 +47,11 @@ def args_for(**overrides):
 def load_events(blocks):
     """{elem_id: fn} of the values gradio computes at every page load."""
     ids = {c["id"]: c.get("props", {}).get("elem_id") for c in blocks.get_config_file()["components"]}
-    return {ids[dep["outputs"][0]]: fn.fn for dep, fn in zip(blocks.dependencies, blocks.fns)
-            if dep.get("trigger") == "load"}
+    if hasattr(blocks, "dependencies"):  # gradio 3.41 (A1111)
+        return {ids[dep["outputs"][0]]: fn.fn for dep, fn in zip(blocks.dependencies, blocks.fns)
+                if dep.get("trigger") == "load"}
+    return {fn.outputs[0].elem_id: fn.fn for fn in blocks.fns.values()  # gradio 4.40 (Forge)
+            if any(target[1] == "load" for target in fn.targets)}
 
 
 def test_after_a_page_load_the_status_shows_the_last_job_not_idle(setup):

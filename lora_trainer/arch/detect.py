@@ -1,7 +1,7 @@
 """Tell SD1 / SD2 / SD2-v / SDXL apart from the model object itself (what the webui holds in `shared.sd_model`).
 
 Structure decides, not the webui's `is_sd*` flags, so the engine works on a bare ldm/sgm model too; the flags are
-only used to refuse what we cannot train (SD3, Forge's engines).
+only used to refuse what we cannot train (SD3). Forge's engines (`forge_objects`) are read by forge.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def detect_arch(model) -> str:
     if model is None:
         raise UnsupportedModel("No model is loaded. Load an SD1, SD2 or SDXL checkpoint first.")
     if hasattr(model, "forge_objects"):
-        raise UnsupportedModel("This is a Forge model object; Forge is not supported (README: Forge).")
+        from .forge import detect_forge_arch
+
+        return detect_forge_arch(model)
     if getattr(model, "is_sd3", False):
         raise UnsupportedModel("SD3 checkpoints are not supported. Load an SD1, SD2 or SDXL checkpoint.")
     if getattr(model, "conditioning_key", "crossattn") not in ("crossattn", None):

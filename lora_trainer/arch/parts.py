@@ -44,6 +44,10 @@ def _open_clip_part(prefix: str, embedder, skip_last: bool) -> TextEncoderPart:
 
 def model_parts(model, arch: str | None = None) -> ModelParts:
     arch = arch or detect_arch(model)
+    if hasattr(model, "forge_objects"):
+        from .forge import forge_parts
+
+        return forge_parts(model, arch)
     if arch == "sdxl":
         embedders = model.conditioner.embedders
         tes = [_hf_part("lora_te1", _unwrap(embedders[0])), _open_clip_part("lora_te2", _unwrap(embedders[1]), False)]

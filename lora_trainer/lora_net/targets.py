@@ -47,8 +47,18 @@ def _has(module: nn.Module, *attrs: str) -> bool:
     return all(hasattr(module, attr) for attr in attrs)
 
 
-def _layer_target(arch: str, path: str, module) -> Target | None:
+def is_linear(module) -> bool:
+    """nn.Linear, or a Linear that only looks like one: Forge's `ForgeOperations.Linear` is a bare nn.Module with
+    `in_features`, `out_features`, a 2-D `weight` and `forward(x)` = F.linear (backend/operations.py)."""
     if isinstance(module, nn.Linear):
+        return True
+    weight = getattr(module, "weight", None)
+    return (isinstance(module, nn.Module) and type(module).__name__ == "Linear" and isinstance(weight, nn.Parameter)
+            and weight.dim() == 2 and hasattr(module, "in_features") and hasattr(module, "out_features"))
+
+
+def _layer_target(arch: str, path: str, module) -> Target | None:
+    if is_linear(module):
         return Target("linear", path, module, [unet_lora_name(arch, path)], "unet")
     if isinstance(module, nn.Conv2d):
         return Target("conv", path, module, [unet_lora_name(arch, path)], "unet")
@@ -97,7 +107,7 @@ def text_encoder_targets(part: TextEncoderPart) -> list:
 
 def _require(part: TextEncoderPart, path: str, cls: type) -> nn.Module:
     module = _submodule(part.root, path)
-    if not isinstance(module, cls):
+    if not (is_linear(module) if cls is nn.Linear else isinstance(module, cls)):
         raise ValueError(f"text encoder {part.prefix}: expected {cls.__name__} at {path!r}, "
                          f"found {type(module).__name__}")
     return module

@@ -69,7 +69,7 @@ def train(model, config, progress: Optional[Callable[[Progress], None]] = None, 
         config = for_arch(config, adapter.arch)  # kohya's per-architecture rules (kohya_semantics.py)
     except (ConfigError, UnsupportedModel) as exc:
         return TrainResult("error", str(exc))
-    guard = ModelGuard(model).snapshot()
+    guard = ModelGuard(adapter.root_module).snapshot()  # Forge: its engine is no nn.Module
     session = Session(model, config, adapter, device, emit, log, cancel)
     session.previews = PreviewGuard(log)
     session.dist = hooks.distributed or LocalProcess()  # several processes: train/distributed.py

@@ -65,7 +65,9 @@ class ModelGuard:
                 hook_dicts={k: dict(v) for k, v in module.__dict__.items() if "hooks" in k and isinstance(v, dict)},
                 parameters=dict(module._parameters), buffers=dict(module._buffers), modules=dict(module._modules)))
         for name, t in _named_tensors(self.model):
-            self._tensors[name] = _TensorState(t, t.dtype, t.device, t.requires_grad, t.grad, t._version)
+            # inference-mode tensors (Forge makes some at generation time) have no version counter
+            version = -1 if t.is_inference() else t._version
+            self._tensors[name] = _TensorState(t, t.dtype, t.device, t.requires_grad, t.grad, version)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
         self._rng = (torch.get_rng_state(), cuda, random.getstate())
         from .tokenizer_guard import TokenizerGuard
@@ -100,7 +102,7 @@ class ModelGuard:
             if t.requires_grad != s.requires_grad:
                 t.requires_grad_(s.requires_grad)
             t.grad = s.grad
-            if t._version != s.version and t.dtype == s.dtype:
+            if s.version >= 0 and t._version != s.version and t.dtype == s.dtype:
                 changed.append(name)
         cpu, cuda, py = self._rng
         torch.set_rng_state(cpu)

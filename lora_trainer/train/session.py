@@ -97,6 +97,7 @@ class Session:
             self.text_cache = TextEncoderCache(adapter, c.clip_skip, prompts=self.prompts)
             if c.cache_text_encoder_outputs:
                 self._precompute_text()
+        adapter.begin_training()
         self.checkpointing = GradientCheckpointing(adapter.unet)
         if c.gradient_checkpointing:
             self.checkpointing.enable()
@@ -187,7 +188,7 @@ class Session:
             self._load_start_weights(network, Path(c.network_weights).expanduser())
         self.network = network.to(self.device)
         # Frozen base: only LoRA weights get gradients (the webui leaves the UNet's requires_grad on).
-        self.model.requires_grad_(False)
+        self.adapter.root_module.requires_grad_(False)
         self.network.train()
         self.network.attach()
 
@@ -292,6 +293,7 @@ class Session:
             self.attention.remove()
         if self.network is not None:
             self.network.detach()
+        self.adapter.end_training()
         if self.optimizer is not None:
             self.optimizer.state.clear()
         if self.text_cache is not None:

@@ -23,6 +23,10 @@ class Host:
     def model_title(self) -> str:
         return ""
 
+    def no_model_message(self) -> str:
+        return ("No checkpoint is loaded in the webui. Pick one in the checkpoint dropdown at the top and wait until "
+                "it has loaded.")
+
     def checkpoint_identity(self) -> Dict[str, str]:
         """The loaded checkpoint for the LoRA's metadata: {"name": file name, "hash": the webui's old 8-digit
         hash, "sha256": full sha256 when already known}; any key may be missing. Must not read the checkpoint."""

@@ -39,8 +39,7 @@ def check_model(host: Host) -> tuple:
         raise JobRefused(f"Cannot read the loaded checkpoint from the webui ({type(exc).__name__}: {exc}). Wait "
                          "until the checkpoint has loaded and try again.", status_code=409) from exc
     if model is None:
-        raise JobRefused("No checkpoint is loaded in the webui. Pick one in the checkpoint dropdown at the top and "
-                         "wait until it has loaded.", status_code=409)
+        raise JobRefused(host.no_model_message(), status_code=409)
     reason = host.unsupported_reason()
     if reason:
         raise JobRefused(f"Cannot train in this webui setup: {reason}.", status_code=409)

@@ -1,4 +1,5 @@
-"""The Train LoRA tab (gradio 3.41 Blocks). Wiring only: fields come from form.FIELDS, texts from panels.py,
+"""The Train LoRA tab (gradio 3.41 in A1111, 4.40 in Forge; the differences live in gradio_compat.py).
+Wiring only: fields come from form.FIELDS, texts from panels.py,
 actions from handlers.py. No webui import here; the host passed in is the only way to the webui."""
 
 from __future__ import annotations
@@ -6,6 +7,9 @@ from __future__ import annotations
 import gradio as gr
 
 from lora_trainer.ui import form
+from lora_trainer.ui.gradio_compat import gallery as _gallery
+from lora_trainer.ui.gradio_compat import js_event
+from lora_trainer.ui.gradio_compat import line_plot as _line_plot
 from lora_trainer.ui.handlers import Handlers
 
 # periodic refreshes must not flash gradio's "processing" overlay over the panel (gradio 4 spells it "hidden")
@@ -146,9 +150,9 @@ def build_tab(runner) -> gr.Blocks:
                 with gr.Row():
                     send_text = gr.Textbox(label="Prompt snippet", interactive=False, elem_id="train_lora_send_text")
                     send = gr.Button("Send to txt2img", elem_id="train_lora_send_to_txt2img")
-                loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=220, width=500,
+                loss_plot = _line_plot(x="step", y="loss", color="curve", title="Loss", height=220, width=500,
                                         elem_id="train_lora_loss_plot", tooltip=["step", "loss", "curve"])
-                gallery = gr.Gallery(label="Previews (newest first)", columns=2, height=360, object_fit="contain",
+                gallery = _gallery(label="Previews (newest first)", columns=2, height=360, object_fit="contain",
                                      elem_id="train_lora_previews")
                 log = gr.Textbox(label="Log", lines=10, max_lines=10, interactive=False, elem_id="train_lora_log")
                 with gr.Row():
@@ -166,14 +170,14 @@ def build_tab(runner) -> gr.Blocks:
                              outputs=[caption_result])
         model_refresh.click(handlers.model_info, outputs=[model_info])
         start_outputs = [notice, notice_key, status, task_id, model_info]
-        start.click(handlers.start, inputs=field_inputs, outputs=start_outputs).then(
-            None, _js="train_lora_attach_progress", inputs=[task_id])
+        js_event(start.click(handlers.start, inputs=field_inputs, outputs=start_outputs).then,
+                 "train_lora_attach_progress", inputs=[task_id])
         cancel.click(handlers.cancel, outputs=[notice, notice_key, status])
         panel_outputs = [status, loss_plot, gallery, log, send_text, task_id, notice, notice_key]
         # also clicked by train_lora.js: at page load (re-attach to a running job) and while the tab is open
-        refresh.click(handlers.refresh, inputs=[notice_key], outputs=panel_outputs, show_progress=QUIET).then(
-            None, _js="train_lora_attach_progress", inputs=[task_id])
-        send.click(None, _js="train_lora_send_to_txt2img", inputs=[send_text])
+        js_event(refresh.click(handlers.refresh, inputs=[notice_key], outputs=panel_outputs, show_progress=QUIET).then,
+                 "train_lora_attach_progress", inputs=[task_id])
+        js_event(send.click, "train_lora_send_to_txt2img", inputs=[send_text])
         show_json.click(handlers.settings_json, inputs=field_inputs, outputs=[config_json, json_message])
         components["_recipe"].change(handlers.apply_recipe, inputs=[components["_recipe"], *field_inputs],
                                      outputs=[components["_recipe_note"], *field_inputs])

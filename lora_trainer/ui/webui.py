@@ -316,6 +316,7 @@ class WebuiHost(Host):
 
 # ---- callbacks ----------------------------------------------------------------------------------------------
 _host: Optional[WebuiHost] = None
+_host_class = WebuiHost  # ForgeHost (ui/forge.py) in Forge: set by register_callbacks
 # Kept across "Reload UI": this module stays in sys.modules (the webui re-runs scripts/, not our package), the
 # RestartWatch keeps the reload's interrupt from stopping the job, and the new page re-attaches by itself.
 _runner = None
@@ -326,7 +327,7 @@ def runner():
     if _runner is None:
         from lora_trainer.ui.job import JobRunner
 
-        _host = WebuiHost()
+        _host = _host_class()
         _runner = JobRunner(_host)
         try:
             _host.watch_restarts()
@@ -370,9 +371,11 @@ def on_app_started(demo, app) -> None:
     register_routes(app, runner())
 
 
-def register_callbacks() -> None:
+def register_callbacks(host_class=None) -> None:
+    global _host_class
     from modules import script_callbacks
 
+    _host_class = host_class or WebuiHost
     runner()  # now, at script load: before the settings page binds its Reload UI button (see watch_restarts)
     script_callbacks.on_ui_settings(on_ui_settings, name="train_lora_settings")
     script_callbacks.on_ui_tabs(on_ui_tabs, name="train_lora_tab")

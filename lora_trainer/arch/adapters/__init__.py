@@ -13,6 +13,10 @@ def get_adapter(model, arch: str | None = None) -> ModelAdapter:
     Raises UnsupportedModel with a user-facing message for anything else."""
     arch = arch or detect_arch(model)
     parts = model_parts(model, arch)
+    if hasattr(model, "forge_objects"):
+        from .forge import ForgeSDAdapter, ForgeSDXLAdapter
+
+        return (ForgeSDXLAdapter if arch == "sdxl" else ForgeSDAdapter)(model, parts)
     if arch == "sdxl":
         from .sdxl import SDXLAdapter
 

@@ -44,6 +44,11 @@ class ModelAdapter:
 
     # ---- facts ------------------------------------------------------------------------------------------------
     @property
+    def root_module(self) -> torch.nn.Module:
+        """One nn.Module over every part (the restore guard walks it, the base is frozen through it)."""
+        return self.model
+
+    @property
     def prediction_type(self) -> str:
         """"epsilon" or "v", from the loaded model. sgm (SDXL) knows it from its denoiser's scaling class, which is
         what the webui's `extend_sdxl` reads to set `parameterization` (a bare sgm model has no `parameterization`);
@@ -146,6 +151,12 @@ class ModelAdapter:
             if isinstance(module, torch.nn.Module):
                 for hook in list(module._forward_pre_hooks.values()):
                     hook(module, ())
+
+    def begin_training(self) -> None:
+        """Per-instance changes the model needs to be trained (undone by end_training); none for ldm/sgm."""
+
+    def end_training(self) -> None:
+        """Undo begin_training(); safe to repeat and after a partial begin."""
 
     def text_encoder_modules(self) -> list:
         """The modules to freeze / put in eval / checkpoint, one per text encoder."""
