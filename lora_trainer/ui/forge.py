@@ -12,6 +12,7 @@ Imported only from scripts/train_lora.py when the running webui is Forge.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -106,3 +107,41 @@ class ForgeHost(WebuiHost):
             return super().txt2img(prompt, negative_prompt, seed, steps, cfg_scale, width, height)
         finally:
             data.forge_loading_parameters = chosen
+
+    # ---- textual-inversion embeddings (pivotal tuning) --------------------------------------------------------
+    # Forge has no `sd_hijack.model_hijack.embedding_db`: each text-processing engine of the loaded model holds its
+    # own EmbeddingDatabase (backend/text_processing), and the extra-networks page keeps one more for the cards.
+    def _embedding_dbs(self) -> list:
+        model = self.model()
+        engines = [getattr(model, name, None) for name in
+                   ("text_processing_engine", "text_processing_engine_l", "text_processing_engine_g")]
+        return [engine.embeddings for engine in engines if getattr(engine, "embeddings", None) is not None]
+
+    def reload_embeddings(self) -> None:
+        for db in self._embedding_dbs():
+            db.load_textual_inversion_embeddings()
+        cards = sys.modules.get("modules.ui_extra_networks_textual_inversion")
+        if cards is not None:
+            cards.embedding_db.load_textual_inversion_embeddings(force_reload=True, sync_with_sd_model=False)
+
+    @contextlib.contextmanager
+    def preview_embedding(self, embedding):
+        """The vectors being trained, registered in every engine's database for a preview, then put back."""
+        if embedding is None:
+            yield
+            return
+        from backend.text_processing.textual_inversion import Embedding
+
+        vec = embedding.vec
+        vec = {k: v.detach() for k, v in vec.items()} if isinstance(vec, dict) else vec.detach()
+        shown = Embedding(vec, embedding.name)
+        shown.vectors, shown.shape = embedding.vectors, embedding.shape
+        previous = []
+        for db in self._embedding_dbs():
+            previous.append((db, db.word_embeddings.get(embedding.name)))
+            db.register_embedding(shown)
+        try:
+            yield
+        finally:
+            for db, before in previous:
+                db.register_embedding_by_name(before, embedding.name)  # None unregisters it
