@@ -108,3 +108,28 @@ def test_training_on_forge_layout_writes_a1111_keys_and_restores(tmp_path, arch)
     assert names == set(reference.loras)
     assert any(tensors[k].abs().sum() > 0 for k in tensors if k.endswith("lora_up.weight")), "it trained"
     assert state_differences(before, model_state(adapter.root_module)) == []
+
+
+@pytest.mark.parametrize("arch", ["sd1", "sdxl"])
+def test_pivotal_tuning_on_forge_layout_trains_the_vectors_and_restores(tmp_path, arch):
+    from lora_trainer.pivotal import PivotalEmbeddings, read_bundle
+
+    engine = build_forge_standin(arch, seed=4)
+    adapter = get_adapter(engine)
+    before = model_state(adapter.root_module)
+    data = make_demo_dataset(tmp_path / "data", count=2, repeats=2)
+    config = demo_config(arch, data, tmp_path / "out", steps=2)
+    config.save_precision, config.train_text_encoder = "fp32", False
+    config.pivotal_tuning, config.pivotal_token, config.pivotal_frac = True, "zkw", 1.0
+    config.pivotal_embeddings_dir = str(tmp_path / "embeddings")
+    result = train(engine, config)
+    assert result.status == "completed", result.message
+    tensors, _ = load_lora(result.final_file)
+    bundled = read_bundle(tensors)["zkw"]
+    vectors = bundled if isinstance(bundled, dict) else {"clip_l": bundled}
+    assert sorted(vectors) == (["clip_g", "clip_l"] if arch == "sdxl" else ["clip_l"])
+    assert all(v.shape[0] == config.pivotal_vectors_per_token for v in vectors.values())
+    initial = PivotalEmbeddings.create(adapter, config).tensors()
+    assert all(not torch.equal(vectors[k], initial[k]) for k in vectors), "the vectors did not train"
+    assert (tmp_path / "embeddings" / "zkw.safetensors").is_file()
+    assert state_differences(before, model_state(adapter.root_module)) == []
