@@ -14,9 +14,9 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
-# HF (4.30 and 4.46): added_tokens_encoder/_decoder (or _added_tokens_*), unique_no_split_tokens, tokens_trie;
-# open_clip SimpleTokenizer: encoder/decoder/vocab_size/all_special_ids.
-_HF_MARKS = ("added_tokens", "no_split", "trie")
+# HF (4.30 and 4.46): added_tokens_encoder/_decoder (or _added_tokens_*), unique_no_split_tokens, tokens_trie, and
+# 4.46's cached total_vocab_size (what len() returns); open_clip SimpleTokenizer: encoder/decoder/vocab_size/...
+_HF_MARKS = ("added_tokens", "no_split", "trie", "total_vocab_size")
 _OPEN_CLIP_KEYS = ("encoder", "decoder", "vocab_size", "all_special_ids")
 
 
@@ -80,4 +80,10 @@ class TokenizerGuard:
             if module.num_embeddings != rows:
                 changed.append(f"{name}.num_embeddings ({module.num_embeddings}, was {rows})")
                 module.num_embeddings = rows
+            weight = module.__dict__["_parameters"].get("weight")
+            if weight is not None and weight.shape[0] > rows:
+                # transformers 4.46 resizes in place (`weight.data = bigger`); the old rows stay first, so the
+                # slice is the original table, values exactly (no copy)
+                changed.append(f"{name}.weight ({weight.shape[0]} rows, was {rows})")
+                weight.data = weight.data[:rows]
         return changed
